@@ -1,0 +1,219 @@
+"""The ``basalt`` command.
+
+- ``basalt init [DIR]``: scaffold a small working app.
+- ``basalt serve``: serve an app folder.
+- ``basalt dev``: serve and reload when a file of the app changes.
+- ``basalt run PATH [ARGS]``: run a function (through a running server if
+  there is one for the data folder, else in this process).
+- ``basalt export [-o FILE]`` / ``basalt import FILE --append|--replace``:
+  write and load snapshot ZIPs (see :mod:`basalt.cli.snapshot`); moving an app
+  from SQLite to PostgreSQL is an export, then an import with
+  ``BASALT_DATABASE_URL`` set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from basalt import __version__
+from basalt.errors import BasaltError
+from basalt.server.config import (
+    DEFAULT_APP_DIR,
+    DEFAULT_DATA_DIR,
+    DEFAULT_PORT,
+    SERVER_FILE,
+    ServerConfig,
+)
+
+from .scaffold import scaffold
+from .snapshot import add_commands as add_snapshot_commands
+from .snapshot import run_command as run_snapshot_command
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", default=DEFAULT_APP_DIR, help="the app folder (default: %(default)s)")
+    p.add_argument(
+        "--data", default=DEFAULT_DATA_DIR, help="the data folder (default: %(default)s)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="API port (%(default)s)")
+    p.add_argument(
+        "--site-port", type=int, default=None, help="HTTP actions port (default: port + 1)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="basalt", description="Basalt: a Python-native reactive backend that speaks Convex."
+    )
+    parser.add_argument("--version", action="version", version=f"basalt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="scaffold a small working app")
+    p.add_argument("dir", nargs="?", default=".", help="project folder (default: here)")
+    p.add_argument("--app", default=DEFAULT_APP_DIR, help="app folder name (%(default)s)")
+
+    p = sub.add_parser("serve", help="serve an app")
+    _add_server_options(p)
+
+    p = sub.add_parser("dev", help="serve an app and reload it when its files change")
+    _add_server_options(p)
+
+    p = sub.add_parser("run", help="run a function")
+    p.add_argument("path", help='function path, e.g. "messages:list"')
+    p.add_argument("args", nargs="?", default="{}", help="arguments as a JSON object")
+    p.add_argument("--app", default=DEFAULT_APP_DIR, help="the app folder (%(default)s)")
+    p.add_argument("--data", default=DEFAULT_DATA_DIR, help="the data folder (%(default)s)")
+    p.add_argument("--url", default=None, help="run through the server at this URL")
+    p.add_argument("--admin-key", default=None, help="admin key for --url")
+
+    add_snapshot_commands(sub, DEFAULT_DATA_DIR)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "init":
+            return _init(args)
+        if args.command in ("serve", "dev"):
+            try:
+                from basalt.server.runner import run_server
+            except ImportError as exc:
+                print(
+                    f"error: serving needs the server extras ({exc.name} is missing): "
+                    "pip install 'basalt[server]'",
+                    file=sys.stderr,
+                )
+                return 1
+
+            config = ServerConfig.from_env(
+                app_dir=args.app,
+                data_dir=args.data,
+                host=args.host,
+                port=args.port,
+                site_port=args.site_port,
+            )
+            run_server(config, reload=args.command == "dev")
+            return 0
+        if args.command == "run":
+            return _run(args)
+        if args.command in ("export", "import"):
+            return run_snapshot_command(args)
+    except BasaltError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _init(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    created = scaffold(root, args.app)
+    for path in created:
+        print(f"  created {path}")
+    app = Path(args.dir) / args.app
+    print(f"\nNext: basalt dev --app {app}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from basalt.server.config import running_server
+    from basalt.values.wire import to_clean_json
+
+    try:
+        fn_args = json.loads(args.args)
+    except ValueError as exc:
+        print(f"error: ARGS must be a JSON object: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(fn_args, dict):
+        print("error: ARGS must be a JSON object", file=sys.stderr)
+        return 2
+    config = ServerConfig.from_env(app_dir=args.app, data_dir=args.data)
+    if args.url:
+        url, key = args.url, args.admin_key or config.stored_admin_key()
+        if not key:
+            print(
+                "error: --url needs the server's admin key: pass --admin-key or set "
+                "BASALT_ADMIN_KEY",
+                file=sys.stderr,
+            )
+            return 2
+        ok, value = _run_http(url, key, args.path, fn_args)
+    elif (server := running_server(config.data_dir)) is not None:
+        # The server of this data folder runs the function (it owns the data).
+        key = args.admin_key or server.admin_key or config.stored_admin_key() or ""
+        ok, value = _run_http(server.url, key, args.path, fn_args)
+        if not ok and value.startswith("error: cannot reach"):
+            marker = config.data_dir / SERVER_FILE
+            value += (
+                f"\n(the server was found through {marker}; if no server runs for this data "
+                "folder any more, delete that file)"
+            )
+    else:
+        ok, value = asyncio.run(_run_local(config, args.path, fn_args))
+    if not ok:
+        print(value, file=sys.stderr)
+        return 1
+    print(json.dumps(to_clean_json(value), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _run_http(url: str, key: str, path: str, fn_args: dict[str, Any]) -> tuple[bool, Any]:
+    from basalt.values.wire import from_convex_json, to_convex_json
+
+    body = json.dumps(
+        {"path": path, "args": to_convex_json(fn_args), "format": "convex_encoded_json"}
+    ).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/function",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Convex {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            result = json.loads(response.read(), parse_int=float)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            detail = exc.read().decode(errors="replace")
+        try:
+            info = json.loads(detail)
+            detail = f"{info['code']}: {info['message']}"
+        except (ValueError, KeyError, TypeError):
+            pass
+        return False, f"error: the server at {url} answered HTTP {exc.code}: {detail}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"error: cannot reach the server at {url}: {reason}"
+    if result.get("status") == "success":
+        return True, from_convex_json(result.get("value"))
+    message = result.get("errorMessage", "")
+    if "errorData" in result:
+        message += f"\nerrorData: {json.dumps(result['errorData'])}"
+    return False, message
+
+
+async def _run_local(config: ServerConfig, path: str, fn_args: dict[str, Any]) -> tuple[bool, Any]:
+    from basalt.runtime import Runtime, load_app
+    from basalt.runtime.outcome import error_message
+
+    app = load_app(config.app_dir)
+    async with Runtime(app, config.open_storage()) as runtime:
+        outcome = await runtime.call(path, fn_args, admin=True)
+    for line in outcome.log_lines:
+        print(line, file=sys.stderr)
+    if outcome.error is not None:
+        return False, error_message(outcome.error)
+    return True, outcome.value
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

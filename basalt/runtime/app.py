@@ -1,0 +1,216 @@
+"""Loading an app folder into an :class:`App`: its functions, schema and routes.
+
+Every ``.py`` file in the folder (nested folders too) is a module; every
+:class:`~basalt.runtime.functions.Function` it defines at top level is a
+function with the path ``"module:name"`` (``"ai/saga:stream"`` for
+``ai/saga.py``). Files and folders whose name starts with ``_`` or ``.`` are
+not modules (use them for shared helpers). ``schema.py`` holds ``schema``;
+``http.py`` may hold ``http`` (an ``HttpRouter``); ``crons.py`` may hold
+``crons``.
+
+The folder is imported as a package of its own, fresh on every load, so app
+modules import each other with relative imports (``from .model import x``)
+and a reload never sees stale modules.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import itertools
+import sys
+import traceback
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from basalt.errors import AppLoadError, FunctionNotFound
+from basalt.schema import SchemaDefinition
+
+from .functions import Function
+
+_load_counter = itertools.count(1)
+_PACKAGE_PREFIX = "_basalt_app_"
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles app modules from their source every time.
+
+    The standard loader trusts ``__pycache__`` when the source's mtime (in whole
+    seconds) and size are unchanged, so an edit saved within the same second
+    that keeps the file's size would load stale code on ``basalt dev`` reloads.
+    """
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        return compile(self.get_data(path), path, "exec", dont_inherit=True)
+
+
+class _AppFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of loaded app packages (``_basalt_app_N.*``) from source."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(_PACKAGE_PREFIX) or path is None:
+            return None
+        name = fullname.rpartition(".")[2]
+        for folder in path:
+            file = Path(folder) / f"{name}.py"
+            if file.is_file():
+                loader = _SourceOnlyLoader(fullname, str(file))
+                return importlib.util.spec_from_file_location(fullname, file, loader=loader)
+            if (Path(folder) / name).is_dir():
+                spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+                spec.submodule_search_locations = [str(Path(folder) / name)]
+                return spec
+        return None
+
+
+def _install_finder() -> None:
+    if not any(isinstance(f, _AppFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AppFinder())
+
+
+def canonical_path(path: str) -> str:
+    """The canonical ``module:function`` form of a function path.
+
+    ``"messages"`` → ``"messages:default"``; ``"counter.js:get"`` →
+    ``"counter:get"`` (clients re-add ``.js`` on reconnect); ``"ai\\saga:x"``
+    is not accepted (paths use ``/``).
+    """
+    module, sep, name = path.partition(":")
+    if not sep:
+        name = "default"
+    if module.endswith(".js") or module.endswith(".py"):
+        module = module[:-3]
+    return f"{module}:{name}"
+
+
+@dataclass
+class App:
+    """A loaded app: functions by path, the schema, the HTTP router and crons."""
+
+    folder: Path | None
+    functions: dict[str, Function] = field(default_factory=dict)
+    schema: SchemaDefinition | None = None
+    http: Any = None
+    crons: Any = None
+
+    def function(self, path: str) -> Function:
+        """The function at ``path`` (canonicalised), or :class:`FunctionNotFound`."""
+        fn = self.functions.get(path) or self.functions.get(canonical_path(path))
+        if fn is None:
+            module = canonical_path(path).split(":", 1)[0]
+            nearby = sorted(
+                p for p, f in self.functions.items() if p.startswith(module + ":") and f.is_public
+            )
+            hint = f" Functions in module {module!r}: {', '.join(nearby)}." if nearby else ""
+            raise FunctionNotFound(
+                f"Could not find function for '{canonical_path(path)}'. "
+                f"Did you forget to define it in the app folder?{hint}"
+            )
+        return fn
+
+    @classmethod
+    def from_modules(
+        cls,
+        modules: dict[str, types.ModuleType | dict[str, Any]],
+        *,
+        schema: SchemaDefinition | None = None,
+    ) -> App:
+        """An app built from already imported modules (``{"messages": module}``),
+        for tests and embedding."""
+        app = cls(folder=None, schema=schema)
+        for name, module in modules.items():
+            namespace = module if isinstance(module, dict) else vars(module)
+            app._collect(name, namespace)
+        return app
+
+    def _collect(self, module_name: str, namespace: dict[str, Any]) -> None:
+        module = namespace.get("__name__")
+        for attr, value in namespace.items():
+            if isinstance(value, Function) and value.kind != "http_action":
+                if module is not None and value.handler.__module__ != module:
+                    continue  # imported from another module: it is registered there
+                path = f"{module_name}:{attr}"
+                if value.path is None:
+                    value.path = path
+                self.functions[path] = value
+        if module_name == "schema":
+            schema = namespace.get("schema", namespace.get("default"))
+            if schema is not None and not isinstance(schema, SchemaDefinition):
+                raise AppLoadError(
+                    "schema.py must define `schema = define_schema({...})`, "
+                    f"got {type(schema).__name__}"
+                )
+            self.schema = schema
+        elif module_name == "http":
+            from .http_router import HttpRouter
+
+            http = namespace.get("http", namespace.get("default"))
+            if http is not None and not isinstance(http, HttpRouter):
+                raise AppLoadError(
+                    f"http.py must define `http = HttpRouter()`, got {type(http).__name__}"
+                )
+            self.http = http
+        elif module_name == "crons":
+            self.crons = namespace.get("crons", namespace.get("default"))
+
+
+def _module_files(folder: Path) -> list[tuple[str, Path]]:
+    found = []
+    for file in sorted(folder.rglob("*.py")):
+        rel = file.relative_to(folder)
+        if any(part.startswith(("_", ".")) for part in rel.parts):
+            continue
+        if any(part in {"node_modules", "__pycache__"} for part in rel.parts):
+            continue
+        found.append(("/".join(rel.with_suffix("").parts), file))
+    return found
+
+
+def _describe_error(exc: BaseException, folder: Path) -> str:
+    """A message naming the app file and line where loading failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    location = ""
+    for frame in reversed(frames):
+        if Path(frame.filename).resolve().is_relative_to(folder):
+            location = f"{frame.filename}:{frame.lineno}"
+            break
+    if isinstance(exc, SyntaxError) and exc.filename:
+        location = f"{exc.filename}:{exc.lineno}"
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return f"{location}: {detail}" if location else detail
+
+
+def load_app(folder: str | Path) -> App:
+    """Import every module of the app folder into a fresh package.
+
+    Raises :class:`AppLoadError` naming the file and line of the first error.
+    """
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise AppLoadError(f"app folder {str(root)!r} does not exist")
+    _install_finder()
+    package_name = f"{_PACKAGE_PREFIX}{next(_load_counter)}"
+    package = types.ModuleType(package_name)
+    package.__path__ = [str(root)]
+    package.__package__ = package_name
+    sys.modules[package_name] = package
+    app = App(folder=root)
+    try:
+        for module_name, _file in _module_files(root):
+            dotted = f"{package_name}." + module_name.replace("/", ".")
+            module = importlib.import_module(dotted)
+            app._collect(module_name, vars(module))
+    except AppLoadError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise AppLoadError(f"Failed to load the app: {_describe_error(exc, root)}") from exc
+    return app

@@ -1,0 +1,92 @@
+"""The ``ctx`` objects handed to handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .db import DatabaseReader, DatabaseWriter
+
+if TYPE_CHECKING:
+    from .functions import Function
+
+FunctionRef = "Function | str"
+
+
+class Auth:
+    """``ctx.auth``: who is calling."""
+
+    __slots__ = ("_identity", "was_read")
+
+    def __init__(self, identity: dict[str, Any] | None) -> None:
+        self._identity = identity
+        self.was_read = False
+
+    async def get_user_identity(self) -> dict[str, Any] | None:
+        """The caller's identity (JWT claims plus ``tokenIdentifier``), or None."""
+        self.was_read = True
+        return None if self._identity is None else dict(self._identity)
+
+
+class QueryCtx:
+    """``ctx`` of a query: read-only database access, auth, and file URLs."""
+
+    __slots__ = ("auth", "db", "storage")
+
+    def __init__(self, db: DatabaseReader, auth: Auth, storage: Any = None) -> None:
+        self.db = db
+        self.auth = auth
+        self.storage = storage
+
+
+class MutationCtx:
+    """``ctx`` of a mutation: read-write database access, auth, the scheduler
+    (jobs are part of the mutation's transaction) and file storage."""
+
+    __slots__ = ("auth", "db", "scheduler", "storage")
+
+    def __init__(
+        self, db: DatabaseWriter, auth: Auth, scheduler: Any = None, storage: Any = None
+    ) -> None:
+        self.db = db
+        self.auth = auth
+        self.scheduler = scheduler
+        self.storage = storage
+
+
+Runner = Callable[[Any, dict[str, Any] | None], Awaitable[Any]]
+
+
+class ActionCtx:
+    """``ctx`` of an action: no database, but it can run other functions, use
+    the network and the real clock."""
+
+    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler", "storage")
+
+    def __init__(
+        self,
+        auth: Auth,
+        run_query: Runner,
+        run_mutation: Runner,
+        run_action: Runner,
+        scheduler: Any = None,
+        storage: Any = None,
+    ) -> None:
+        self.auth = auth
+        self._run_query = run_query
+        self._run_mutation = run_mutation
+        self._run_action = run_action
+        self.scheduler = scheduler
+        self.storage = storage
+
+    async def run_query(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) in its own read transaction."""
+        return await self._run_query(fn, args)
+
+    async def run_mutation(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation (public or internal) in its own transaction."""
+        return await self._run_mutation(fn, args)
+
+    async def run_action(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run another action."""
+        return await self._run_action(fn, args)

@@ -1,0 +1,123 @@
+"""Running an HTTP action: its ``ctx``, its response, and what happens on errors.
+
+An HTTP action runs like an action (an :class:`~basalt.runtime.context.ActionCtx`:
+``ctx.run_query``/``run_mutation``/``run_action``, no transaction of its own)
+with the request as its one argument. What it prints goes to the server's
+output prefixed with its route (``[POST /echo] hello``), also while a
+streaming response is being produced.
+
+Errors never escape :func:`run_http_action`: a handler that raises gets a 500
+response ``{"code", "message"}`` (plus ``"data"`` for a ``ConvexError``), and a
+handler that returns something other than a response a 500 saying so; both
+are logged on the ``basalt.http`` logger with the route. An error while a
+streaming response is produced is logged the same way and ends the stream
+with :class:`StreamFailed` (the status was already sent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from basalt.errors import BasaltError, ConvexError
+from basalt.values.wire import to_clean_json
+
+from . import logs
+from .functions import Function
+from .http_messages import Request, RequestBodyTooLarge, Response, StreamingResponse
+from .outcome import error_message, request_id
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("basalt.http")
+
+
+class StreamFailed(Exception):
+    """A streaming response's iterator raised; the response cannot be completed."""
+
+
+async def run_http_action(
+    runtime: Runtime,
+    function: Function,
+    request: Request,
+    *,
+    label: str | None = None,
+    identity: dict[str, Any] | None = None,
+) -> Response:
+    """Run ``function`` (an HTTP action) on ``request`` and return its response.
+
+    ``label`` names the action in logs (the router passes ``"POST /echo"``);
+    ``identity`` is what ``ctx.auth.get_user_identity()`` returns.
+    """
+    label = label or function.path or function.__name__
+    lines: list[str] = []
+    ctx = runtime.action_ctx(identity, lines)
+    function_log = logs.FunctionLog(label, lines)
+    token = logs.current.set(function_log)
+    try:
+        result = await function.handler(ctx, request)
+    except RequestBodyTooLarge as exc:
+        return Response.json({"code": exc.code, "message": exc.message}, status=413)
+    except Exception as exc:
+        return failure_response(label, exc)
+    finally:
+        logs.current.reset(token)
+        logs.finish(function_log)
+    if not isinstance(result, Response):
+        problem = TypeError(
+            f"HTTP action {label} returned {type(result).__name__}, not a Response: return "
+            "Response(body), Response.json(data) or StreamingResponse(iterator)"
+        )
+        return failure_response(label, problem)
+    if isinstance(result, StreamingResponse):
+        result.content = _logged_stream(result.iter_bytes(), label, lines)
+    return result
+
+
+def failure_response(label: str, exc: BaseException) -> Response:
+    """The 500 response of a failed HTTP action (and its log record)."""
+    rid = request_id()
+    message = error_message(exc, rid)
+    log.error("HTTP action %s failed\n%s", label, message, exc_info=exc)
+    body: dict[str, Any] = {
+        "code": exc.code if isinstance(exc, BasaltError) else "InternalServerError",
+        "message": message,
+    }
+    if isinstance(exc, ConvexError):
+        try:
+            body["data"] = to_clean_json(exc.data)
+        except BasaltError:
+            body["data"] = repr(exc.data)
+    return Response.json(body, status=500)
+
+
+async def _logged_stream(
+    chunks: AsyncGenerator[bytes, None], label: str, lines: list[str]
+) -> AsyncIterator[bytes]:
+    """The response's chunks, produced with the action's log context; an error
+    is logged with the route and ends the stream with :class:`StreamFailed`."""
+    try:
+        while True:
+            function_log = logs.FunctionLog(label, lines)
+            token = logs.current.set(function_log)
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                log.error(
+                    "HTTP action %s failed while streaming its response\n%s",
+                    label,
+                    error_message(exc),
+                    exc_info=exc,
+                )
+                raise StreamFailed(f"HTTP action {label} failed while streaming") from exc
+            finally:
+                logs.current.reset(token)
+                logs.finish(function_log)
+                lines.clear()  # nobody reads them back; printed lines went to the output
+            yield chunk
+    finally:
+        await chunks.aclose()

@@ -1,0 +1,444 @@
+"""The runtime: runs an app's functions against a storage engine.
+
+One :class:`Runtime` owns its storage for the span of ``async with``; two
+runtimes can live in one process. Queries run in a read transaction at one
+snapshot; mutations in a write transaction that commits only if the handler
+returns (any exception rolls back everything) and is retried transparently on a
+write conflict; actions run outside any transaction and can call the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+from basalt.errors import (
+    ArgumentValidationError,
+    BasaltError,
+    FunctionNotFound,
+    InvalidValue,
+    ReturnsValidationError,
+    ValidationError,
+    WriteConflict,
+)
+from basalt.storage.base import Persistence, ReadTransaction
+from basalt.values.model import check_value
+
+from . import determinism, logs
+from .app import App
+from .clock import Clock, CreationTimes
+from .context import ActionCtx, Auth, MutationCtx, QueryCtx
+from .db import DatabaseReader, DatabaseWriter
+from .functions import Function
+from .outcome import Outcome
+from .schema_apply import apply_schema
+from .services import Services
+from .transaction import Limits, TxState
+
+CallKind = Literal["query", "mutation", "action"]
+
+#: How often a mutation is retried on a write conflict before giving up.
+MAX_CONFLICT_RETRIES = 20
+#: How many later commits ``query_at`` inspects before it gives up on a timestamp.
+SNAPSHOT_CHECK_LIMIT = 10_000
+
+
+class SnapshotUnavailable(BasaltError):
+    """A query asked for a past timestamp whose data has changed since."""
+
+    code = "SnapshotUnavailable"
+
+
+class Runtime:
+    """Runs functions of ``app`` on ``storage``."""
+
+    def __init__(
+        self,
+        app: App,
+        storage: Persistence,
+        *,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+        services: Services | None = None,
+    ) -> None:
+        self.app = app
+        self.storage = storage
+        self.clock = clock or Clock()
+        self.limits = limits or Limits()
+        self.creation_times = CreationTimes(self.clock)
+        #: the scheduler and file storage behind ctx.scheduler / ctx.storage
+        self.services = services or Services()
+        self.conflict_retries = 0
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        determinism.install()
+        logs.install()
+        await self.storage.open()
+        try:
+            await apply_schema(self.storage, self.app.schema)
+            if self.services.files is not None:
+                await self.services.files.start(self)
+        except BaseException:
+            await self.storage.close()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            try:
+                if self.services.files is not None:
+                    await self.services.files.stop()
+            finally:
+                await self.storage.close()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def reload(self, app: App) -> None:
+        """Switch to a newly loaded app (applying its schema first)."""
+        await apply_schema(self.storage, app.schema)
+        self.app = app
+
+    # -- calling -------------------------------------------------------------
+    def resolve(self, fn: Function | str, *, admin: bool) -> Function:
+        """The function for a reference; internal ones only for ``admin``."""
+        path = fn if isinstance(fn, str) else fn.path
+        if path is None:
+            raise FunctionNotFound(
+                f"{fn!r} is not part of the loaded app (define it at the top level of a module "
+                "in the app folder)"
+            )
+        found = self.app.function(path)
+        if not found.is_public and not admin:
+            raise FunctionNotFound(f"Could not find public function for '{found.path}'.")
+        return found
+
+    async def call(
+        self,
+        fn: Function | str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        kind: CallKind | None = None,
+        identity: dict[str, Any] | None = None,
+        admin: bool = False,
+    ) -> Outcome:
+        """Run a function and report its :class:`Outcome` (never raises for
+        errors of the function itself). ``kind`` asserts what the caller
+        expects, as the HTTP API's ``/api/query`` does."""
+        lines: list[str] = []
+        try:
+            function, call_args = self.prepare(fn, args, kind=kind, admin=admin)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            return Outcome(error=exc, log_lines=lines)
+        if function.kind == "query":
+            return await self._run_query(function, call_args, identity)
+        if function.kind == "mutation":
+            return await self._run_mutation(function, call_args, identity)
+        return await self._run_action(function, call_args, identity)
+
+    async def query_at(
+        self,
+        fn: Function | str,
+        args: Mapping[str, Any] | None,
+        ts: int,
+        *,
+        identity: dict[str, Any] | None = None,
+        admin: bool = False,
+    ) -> Outcome:
+        """Run a query as of commit timestamp ``ts``.
+
+        Storage keeps the current version of each document, so the query runs
+        at the newest snapshot and the commit log then proves the answer is the
+        one at ``ts``: if a commit after ``ts`` wrote into what the query read,
+        the outcome is a :class:`SnapshotUnavailable` error instead.
+        """
+        outcome = await self.call(fn, args, kind="query", identity=identity, admin=admin)
+        if outcome.error is not None or outcome.ts is None or outcome.ts <= ts:
+            return outcome
+        read_set = outcome.read_set
+        commits = await self.storage.commits_since(ts, limit=SNAPSHOT_CHECK_LIMIT + 1)
+        changed = len(commits) > SNAPSHOT_CHECK_LIMIT or any(
+            commit.ts <= outcome.ts and read_set is not None and read_set.overlaps(commit)
+            for commit in commits
+        )
+        if changed:
+            outcome.value = None
+            outcome.error = SnapshotUnavailable(
+                f"The data this query reads changed after timestamp {ts}, and Basalt keeps only "
+                "the current version of documents: ask for a new timestamp (query_ts) and retry"
+            )
+        return outcome
+
+    async def query(
+        self, fn: Function | str, args: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
+        """Run a query and return its value (raising its error)."""
+        return (await self.call(fn, args, kind="query", admin=True, **kw)).unwrap()
+
+    async def mutation(
+        self, fn: Function | str, args: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
+        """Run a mutation and return its value (raising its error)."""
+        return (await self.call(fn, args, kind="mutation", admin=True, **kw)).unwrap()
+
+    async def action(
+        self, fn: Function | str, args: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
+        """Run an action and return its value (raising its error)."""
+        return (await self.call(fn, args, kind="action", admin=True, **kw)).unwrap()
+
+    async def run_handler(
+        self,
+        handler: Callable[[MutationCtx], Awaitable[Any]],
+        *,
+        identity: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run ``handler(ctx)`` as a one-off mutation and return its value (tests,
+        seeding, maintenance)."""
+
+        async def run(ctx: MutationCtx) -> Any:
+            return await handler(ctx)
+
+        function = Function(run, "mutation", "internal", None, None)
+        function.path = f"<handler {getattr(handler, '__qualname__', handler)}>"
+        outcome = await self._run_mutation(function, {}, identity)
+        return outcome.unwrap()
+
+    # -- internals -----------------------------------------------------------
+    def _check_args(self, function: Function, args: Mapping[str, Any] | None) -> dict[str, Any]:
+        if args is None:
+            args = {}
+        if type(args) is not dict:
+            if not isinstance(args, Mapping):
+                raise ArgumentValidationError(
+                    f"The arguments to {function.path} must be an object, got {type(args).__name__}"
+                )
+            args = dict(args)
+        checked: dict[str, Any] = dict(args) if type(args) is not dict else args
+        try:
+            check_value(checked, what=f"arguments of {function.path}")
+        except InvalidValue as exc:
+            raise ArgumentValidationError(exc.message) from None
+        validator = function.args
+        if validator is not None:
+            try:
+                checked = validator.validate(checked, error=ArgumentValidationError)
+            except ValidationError as exc:
+                raise ArgumentValidationError(
+                    f"Invalid arguments for {function.path}: {exc.message}"
+                ) from None
+        return checked
+
+    def _check_result(self, function: Function, value: Any) -> Any:
+        if function.returns is not None:
+            try:
+                value = function.returns.validate(value, error=ReturnsValidationError)
+            except ValidationError as exc:
+                raise ReturnsValidationError(
+                    f"{function.path} returned a value that does not match its returns "
+                    f"validator: {exc.message}"
+                ) from None
+        try:
+            check_value(value, what=f"return value of {function.path}")
+        except InvalidValue as exc:
+            raise InvalidValue(exc.message) from None
+        return value
+
+    async def _run_query(
+        self, function: Function, args: dict[str, Any], identity: dict[str, Any] | None
+    ) -> Outcome:
+        async with self.storage.read() as tx:
+            return await self.run_query_in(tx, function, args, identity)
+
+    async def run_query_in(
+        self,
+        tx: ReadTransaction,
+        function: Function,
+        args: dict[str, Any],
+        identity: dict[str, Any] | None,
+    ) -> Outcome:
+        """Run a query (already resolved, arguments already checked) inside a read
+        transaction the caller holds, so that several queries see one snapshot."""
+        lines: list[str] = []
+        outcome = Outcome(log_lines=lines)
+        state = TxState(
+            tx, schema=self.app.schema, limits=self.limits, creation_times=self.creation_times
+        )
+        auth = Auth(identity)
+        ctx = QueryCtx(DatabaseReader(state), auth, self.services.storage_for("query", state, self))
+        outcome.ts = tx.ts
+        outcome.read_set = state.read_set
+        frozen = determinism.Frozen(self.clock.time_ns(), tx.ts, "query")
+        await self._invoke(function, ctx, args, outcome, frozen)
+        outcome.read_auth = auth.was_read
+        return outcome
+
+    def prepare(
+        self,
+        fn: Function | str,
+        args: Mapping[str, Any] | None,
+        *,
+        kind: CallKind | None = None,
+        admin: bool = False,
+    ) -> tuple[Function, dict[str, Any]]:
+        """Resolve a function and check its arguments, as :meth:`call` does first;
+        raises the error a caller would get."""
+        function = self.resolve(fn, admin=admin)
+        if kind is not None and function.kind != kind:
+            raise FunctionNotFound(
+                f"Trying to execute {function.path} as {kind.capitalize()}, but it is "
+                f"defined as {function.kind.capitalize()}."
+            )
+        return function, self._check_args(function, args)
+
+    async def run_mutation_with(
+        self,
+        fn: Function | str,
+        args: Mapping[str, Any] | None,
+        *,
+        identity: dict[str, Any] | None = None,
+        before_commit: Callable[[DatabaseWriter], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Run a mutation (public or internal) and, if it succeeds, ``before_commit``
+        in the same transaction with a ``ctx.db`` that may write system tables —
+        so Basalt's own bookkeeping (a scheduled job marked done) commits
+        atomically with the mutation's writes, or not at all."""
+        try:
+            function, call_args = self.prepare(fn, args, kind="mutation", admin=True)
+        except Exception as exc:
+            return Outcome(error=exc)
+        return await self._run_mutation(function, call_args, identity, before_commit)
+
+    async def run_system(self, handler: Callable[[DatabaseWriter], Awaitable[Any]]) -> Any:
+        """Run ``handler(db)`` as Basalt's own transaction, allowed to write system
+        tables; returns its value (raising its error)."""
+
+        async def run(ctx: MutationCtx) -> Any:
+            return await handler(ctx.db)
+
+        function = Function(run, "mutation", "internal", None, None)
+        function.path = "<system>"
+        outcome = await self._run_mutation(function, {}, None, system=True)
+        return outcome.unwrap()
+
+    async def _run_mutation(
+        self,
+        function: Function,
+        args: dict[str, Any],
+        identity: dict[str, Any] | None,
+        before_commit: Callable[[DatabaseWriter], Awaitable[None]] | None = None,
+        *,
+        system: bool = False,
+    ) -> Outcome:
+        attempt = 0
+        while True:
+            lines: list[str] = []
+            outcome = Outcome(log_lines=lines)
+            try:
+                async with self.storage.write() as tx:
+                    state = TxState(
+                        tx,
+                        schema=self.app.schema,
+                        limits=self.limits,
+                        creation_times=self.creation_times,
+                        system=system,
+                    )
+                    services = self.services
+                    ctx = MutationCtx(
+                        DatabaseWriter(state),
+                        Auth(identity),
+                        services.scheduler_for_mutation(state),
+                        services.storage_for("mutation", state, self),
+                    )
+                    now = self.clock.time_ns()
+                    frozen = determinism.Frozen(now, now, "mutation")
+                    await self._invoke(function, ctx, args, outcome, frozen)
+                    if outcome.error is None and before_commit is not None:
+                        system_state = TxState(
+                            tx,
+                            schema=self.app.schema,
+                            limits=self.limits,
+                            creation_times=self.creation_times,
+                            system=True,
+                        )
+                        try:
+                            await before_commit(DatabaseWriter(system_state))
+                        except Exception as exc:
+                            outcome.error = exc
+                    if outcome.error is None:
+                        outcome.ts = await tx.commit()
+                return outcome
+            except WriteConflict:
+                attempt += 1
+                self.conflict_retries += 1
+                if attempt > MAX_CONFLICT_RETRIES:
+                    outcome.error = BasaltError(
+                        f"{function.path} kept conflicting with other writes and was given up "
+                        f"after {MAX_CONFLICT_RETRIES} retries",
+                        code="OptimisticConcurrencyControlFailure",
+                    )
+                    return outcome
+                await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())
+
+    def action_ctx(self, identity: dict[str, Any] | None, lines: list[str]) -> ActionCtx:
+        """The ``ctx`` of an action (or HTTP action) run for ``identity``; the log
+        lines of the functions it calls are appended to ``lines``."""
+
+        async def run(kind: CallKind, fn: Function | str, fn_args: dict[str, Any] | None) -> Any:
+            inner = await self.call(fn, fn_args, kind=kind, identity=identity, admin=True)
+            lines.extend(inner.log_lines)
+            return inner.unwrap()
+
+        return ActionCtx(
+            Auth(identity),
+            lambda fn, a: run("query", fn, a),
+            lambda fn, a: run("mutation", fn, a),
+            lambda fn, a: run("action", fn, a),
+            self.services.scheduler_for_action(self),
+            self.services.storage_for("action", None, self),
+        )
+
+    async def _run_action(
+        self, function: Function, args: dict[str, Any], identity: dict[str, Any] | None
+    ) -> Outcome:
+        lines: list[str] = []
+        outcome = Outcome(log_lines=lines)
+        ctx = self.action_ctx(identity, lines)
+        await self._invoke(function, ctx, args, outcome, None)
+        return outcome
+
+    async def _invoke(
+        self,
+        function: Function,
+        ctx: Any,
+        args: dict[str, Any],
+        outcome: Outcome,
+        frozen: determinism.Frozen | None,
+    ) -> None:
+        """Run a handler with its log lines captured (and, for queries and
+        mutations, the frozen clock and seeded random); its value or error go
+        into ``outcome``."""
+        d_token = determinism.current.set(frozen) if frozen is not None else None
+        log = logs.FunctionLog(function.path or "?", outcome.log_lines)
+        l_token = logs.current.set(log)
+        try:
+            value = await function.handler(ctx, **args)
+            outcome.value = self._check_result(function, value)
+        except Exception as exc:
+            outcome.error = exc
+        finally:
+            if d_token is not None:
+                determinism.current.reset(d_token)
+            logs.current.reset(l_token)
+            logs.finish(log)

@@ -1,0 +1,155 @@
+"""The ASGI application of a Basalt deployment (the API origin)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import basalt
+from basalt.errors import BasaltError
+from basalt.runtime import Runtime
+from basalt.runtime.files import FileService
+from basalt.sync import SyncHub
+
+from .asgi import (
+    BodyTooLarge,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    cors_headers,
+    error_response,
+    json_response,
+    run_lifespan,
+)
+from .auth import Authenticator
+from .files_routes import FileRoutes
+from .http_api import HttpApi
+from .websocket import serve_sync
+
+log = logging.getLogger("basalt.server")
+
+_FUNCTION_ROUTES: dict[str, Any] = {
+    "/api/query": "query",
+    "/api/mutation": "mutation",
+    "/api/action": "action",
+    "/api/function": None,
+}
+
+
+class BasaltApp:
+    """Serves the Convex HTTP API for one runtime.
+
+    Starting and stopping the runtime is the job of whoever owns it (the CLI's
+    server runner or a test); ASGI lifespan events start it if nobody did.
+    """
+
+    def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
+        self.runtime = runtime
+        self.auth = authenticator
+        self.api = HttpApi(runtime)
+        files = runtime.services.files
+        self.files = FileRoutes(files) if isinstance(files, FileService) else None
+        self._started_here = False
+        self._hub: SyncHub | None = None
+
+    def sync_hub(self) -> SyncHub:
+        """The subscription hub, started on first use (it needs the running loop)."""
+        if self._hub is None:
+            self._hub = SyncHub(self.runtime)
+            self._hub.start()
+        return self._hub
+
+    async def aclose(self) -> None:
+        """Stop background work (subscriptions); the runtime stays with its owner."""
+        if self._hub is not None:
+            await self._hub.stop()
+            self._hub = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            path = scope["path"]
+            if path == "/api/sync" or (path.startswith("/api/") and path.endswith("/sync")):
+                await serve_sync(scope, receive, send, self.sync_hub(), self.auth)
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        async def startup() -> None:
+            if not self.runtime._started:
+                await self.runtime.start()
+                self._started_here = True
+
+        async def shutdown() -> None:
+            await self.aclose()
+            if self._started_here:
+                await self.runtime.stop()
+
+        await run_lifespan(receive, send, startup, shutdown)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self._route(request)
+        except BasaltError as exc:
+            response = error_response(exc.http_status, exc.code, exc.message)
+        except BodyTooLarge as exc:
+            response = error_response(413, "PayloadTooLarge", str(exc))
+        except Exception:  # one request must never take the server down
+            log.exception("internal error serving %s %s", request.method, request.path)
+            response = error_response(500, "InternalServerError", "Internal server error")
+        await response.send(send, cors_headers(request))
+
+    async def _route(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        if method == "OPTIONS":
+            return Response(b"", 204)
+        if path in _FUNCTION_ROUTES:
+            if method != "POST" and not (method == "GET" and path == "/api/query"):
+                return error_response(405, "MethodNotAllowed", f"{method} {path} is not allowed")
+            caller = await self.auth.from_header(
+                request.headers.get("authorization"), request.query_param("adminKey")
+            )
+            return await self.api.function(request, caller, _FUNCTION_ROUTES[path])
+        if path.startswith("/api/run/") and method == "POST":
+            caller = await self.auth.from_header(
+                request.headers.get("authorization"), request.query_param("adminKey")
+            )
+            return await self.api.run(request, caller, path[len("/api/run/") :])
+        if path in ("/api/query_ts", "/api/query_at_ts", "/api/query_batch") and method == "POST":
+            caller = await self.auth.from_header(
+                request.headers.get("authorization"), request.query_param("adminKey")
+            )
+            handler = getattr(self.api, path.rsplit("/", 1)[1])
+            response: Response = await handler(request, caller)
+            return response
+        if path.startswith("/api/storage/"):
+            if self.files is None:
+                return error_response(404, "NotFound", "this deployment has no file storage")
+            return await self.files.handle(request)
+        if path in ("/version", "/api/version"):
+            return Response(f"basalt {basalt.__version__}", content_type="text/plain")
+        if path in ("/health", "/api/health"):
+            ts = await self.runtime.storage.latest_ts()
+            return json_response({"status": "ok", "version": basalt.__version__, "ts": str(ts)})
+        if path == "/api/check_admin_key":
+            caller = await self.auth.from_header(
+                request.headers.get("authorization"), request.query_param("adminKey")
+            )
+            if not caller.admin:
+                return error_response(401, "MissingAdminKey", "An admin key is required")
+            return json_response({"ok": True})
+        if path == "/api/stats" and method == "GET":
+            caller = await self.auth.from_header(
+                request.headers.get("authorization"), request.query_param("adminKey")
+            )
+            if not caller.admin:
+                return error_response(401, "MissingAdminKey", "An admin key is required")
+            return json_response({"conflictRetries": self.runtime.conflict_retries})
+        return error_response(404, "NotFound", f"No route for {method} {path}")

@@ -1,0 +1,197 @@
+"""Server configuration: command-line values and environment variables.
+
+- ``BASALT_DATABASE_URL``: ``postgresql://…`` for PostgreSQL; default: a SQLite
+  file in the data folder.
+- ``BASALT_ADMIN_KEY``: the admin key; default: generated once and kept in
+  ``<data>/admin_key``.
+- ``BASALT_PUBLIC_URL``: the origin that storage URLs (``get_url``,
+  ``generate_upload_url``) start with; default: the server's own URL.
+- ``BASALT_S3_BUCKET``: keep file blobs in this S3-compatible bucket (needs
+  ``basalt[s3]``), with ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
+  ``BASALT_S3_REGION``, ``BASALT_S3_ADDRESSING_STYLE`` and the standard AWS
+  credential variables; default: files in ``<data>/blobs``.
+- ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
+  default) or ``power`` (survive power loss: fsync every commit).
+
+A running server records its URL, process id and admin key in
+``<data>/server.json`` (readable by its owner only), so that ``basalt run``
+finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from basalt.errors import BasaltError
+from basalt.files import blob_store_from_env
+from basalt.runtime.files import FileService
+from basalt.storage.base import Persistence
+
+DEFAULT_PORT = 3210
+DEFAULT_APP_DIR = "functions"
+DEFAULT_DATA_DIR = ".basalt"
+SQLITE_FILE = "basalt.sqlite3"
+ADMIN_KEY_FILE = "admin_key"
+SERVER_FILE = "server.json"
+
+
+class ConfigError(BasaltError):
+    code = "ConfigError"
+
+
+@dataclass
+class ServerConfig:
+    """Where the app and the data are, and where to listen."""
+
+    app_dir: Path = field(default_factory=lambda: Path(DEFAULT_APP_DIR))
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR))
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    site_port: int | None = None
+    database_url: str | None = None
+    admin_key: str | None = None
+    durability: str = "process"
+    public_url: str | None = None
+
+    @classmethod
+    def from_env(cls, **values: object) -> ServerConfig:
+        """A config from keyword values, with environment variables filled in."""
+        config = cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+        config.app_dir = Path(config.app_dir)
+        config.data_dir = Path(config.data_dir)
+        config.database_url = config.database_url or os.environ.get("BASALT_DATABASE_URL") or None
+        config.admin_key = config.admin_key or os.environ.get("BASALT_ADMIN_KEY") or None
+        config.durability = os.environ.get("BASALT_DURABILITY", config.durability)
+        config.public_url = config.public_url or os.environ.get("BASALT_PUBLIC_URL") or None
+        if config.site_port is None:
+            config.site_port = config.port + 1 if config.port else 0
+        return config
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def site_url(self) -> str:
+        """The URL of the HTTP actions (the site origin)."""
+        return self.url.rsplit(":", 1)[0] + f":{self.site_port}"
+
+    def stored_admin_key(self) -> str | None:
+        """The admin key from config/env or the data folder, without generating one."""
+        if self.admin_key:
+            return self.admin_key
+        try:
+            return (self.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
+        except OSError:
+            return None
+
+    def ensure_admin_key(self) -> str:
+        """The admin key: from config/env, else the one kept in the data folder
+        (generated on first start)."""
+        if self.admin_key:
+            return self.admin_key
+        stored = self.stored_admin_key()
+        if stored:
+            self.admin_key = stored
+            return stored
+        path = self.data_dir / ADMIN_KEY_FILE
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = f"basalt|{secrets.token_hex(32)}"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.replace(tmp, path)
+        self.admin_key = key
+        return key
+
+    def open_storage(self) -> Persistence:
+        """The storage engine this config selects (not yet opened)."""
+        url = self.database_url
+        if url and url.startswith(("postgres://", "postgresql://")):
+            try:
+                from basalt.storage.postgres import PostgresEngine
+            except ImportError as exc:
+                raise ConfigError(
+                    f"BASALT_DATABASE_URL points at PostgreSQL, but its driver is missing ({exc}): "
+                    "pip install 'basalt[postgres]'"
+                ) from exc
+            return PostgresEngine(url, schema=os.environ.get("BASALT_DATABASE_SCHEMA") or None)
+        if url and not url.startswith("sqlite:"):
+            raise ConfigError(
+                f"BASALT_DATABASE_URL must start with postgresql:// or sqlite:, got {url!r}"
+            )
+        from basalt.storage.sqlite import SqliteEngine
+
+        path = url[len("sqlite:") :].lstrip("/") if url else None
+        if url and url.startswith("sqlite:///"):
+            path = url[len("sqlite://") :]
+        return SqliteEngine(path or self.data_dir / SQLITE_FILE, durability=self.durability)
+
+    def open_files(self) -> FileService:
+        """The file service: blobs in S3 if ``BASALT_S3_BUCKET`` is set, else in
+        ``<data>/blobs``; URLs start with ``BASALT_PUBLIC_URL`` or the server URL
+        (call after the port is known)."""
+        blobs = blob_store_from_env(self.data_dir / "blobs")
+        return FileService(blobs, origin=self.public_url or self.url)
+
+    # -- the running-server marker used by `basalt run` ------------------------
+    def write_server_file(self) -> None:
+        """Record this process as the server of the data folder (URL, pid and admin
+        key, so that ``basalt run`` can call it). Readable by the owner only."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / SERVER_FILE
+        info = {
+            "url": self.url,
+            "siteUrl": self.site_url,
+            "pid": os.getpid(),
+            "adminKey": self.admin_key,
+        }
+        tmp = path.with_name(f"{SERVER_FILE}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info))
+        os.replace(tmp, path)
+
+    def remove_server_file(self) -> None:
+        path = self.data_dir / SERVER_FILE
+        try:
+            info = json.loads(path.read_text())
+            if info.get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """A live server of a data folder, as its ``server.json`` marker describes it."""
+
+    url: str
+    pid: int
+    admin_key: str | None
+
+
+def running_server(data_dir: Path) -> RunningServer | None:
+    """The live server using ``data_dir``, if there is one."""
+    try:
+        info = json.loads((data_dir / SERVER_FILE).read_text())
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+        key = info.get("adminKey")
+        return RunningServer(str(info["url"]), pid, key if isinstance(key, str) else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def running_server_url(data_dir: Path) -> str | None:
+    """The URL of a live server using ``data_dir``, if there is one."""
+    server = running_server(data_dir)
+    return server.url if server is not None else None

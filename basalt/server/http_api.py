@@ -1,0 +1,215 @@
+"""The Convex HTTP API (protocol.md §1): ``/api/query``, ``/api/mutation``,
+``/api/action``, ``/api/function``, ``/api/run/...``, ``query_ts``,
+``query_at_ts`` and ``query_batch``.
+
+A function that ran answers HTTP 200 with ``status`` ``success`` or ``error``
+(``errorData`` only for a ``ConvexError``); a request that never reached a
+function answers 4xx/5xx with ``{"code", "message"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+from basalt.errors import BadRequest, BasaltError, InvalidValue
+from basalt.runtime import Outcome, Runtime
+from basalt.runtime.outcome import error_data, error_message, request_id
+from basalt.values.wire import from_convex_json, to_clean_json, to_convex_json
+
+from .asgi import Request, Response, error_response, json_response
+from .auth import Caller
+
+log = logging.getLogger("basalt.server")
+
+ENCODED_FORMATS = {"convex_encoded_json", "convex_json"}
+CLEAN_FORMATS = {"json", "convex_clean_json"}
+
+
+def encode_ts(ts: int) -> str:
+    return base64.b64encode(ts.to_bytes(8, "little")).decode()
+
+
+def decode_ts(text: Any) -> int:
+    try:
+        raw = base64.b64decode(text, validate=True)
+        if len(raw) != 8:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise BadRequest(f"ts must be a base64 u64 from /api/query_ts, got {text!r}") from None
+    return int.from_bytes(raw, "little")
+
+
+def _encoder(fmt: Any) -> Any:
+    if fmt is None or fmt in CLEAN_FORMATS:
+        return to_clean_json
+    if fmt in ENCODED_FORMATS or fmt == "export_json":
+        return to_convex_json
+    raise BadRequest(
+        f'Unsupported format {fmt!r}: use "convex_encoded_json" or "json"', code="BadFormat"
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f'{name} is not JSON (write NaN and ±Infinity as {{"$float": ...}})')
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON (no ``NaN``/``Infinity`` literals); every number is a float64."""
+    try:
+        return json.loads(body, parse_int=float, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}", code="BadJsonBody") from None
+    except RecursionError:
+        raise BadRequest(
+            "The request body is not valid JSON: it is nested too deeply", code="BadJsonBody"
+        ) from None
+
+
+def decode_args(raw: Any, *, what: str = "args") -> dict[str, Any]:
+    """Arguments in either wire form: ``{...}`` or the legacy ``[{...}]``."""
+    if raw is None:
+        return {}
+    if isinstance(raw, list):
+        if len(raw) != 1:
+            raise BadRequest(
+                f"{what} must be an object or a one-element array, got {len(raw)} elements",
+                code="BadJsonBody",
+            )
+        raw = raw[0]
+    try:
+        value = from_convex_json(raw)
+    except InvalidValue as exc:
+        raise BadRequest(f"Invalid {what}: {exc.message}", code="BadJsonBody") from None
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"{what} must be an object, got {type(value).__name__}", code="BadJsonBody"
+        )
+    return value
+
+
+def outcome_body(outcome: Outcome, encode: Any) -> dict[str, Any]:
+    """The JSON body of a function call's response."""
+    if outcome.error is None:
+        try:
+            body: dict[str, Any] = {"status": "success", "value": encode(outcome.value)}
+        except (InvalidValue, ValueError) as encode_error:
+            outcome.error = encode_error
+        else:
+            if outcome.log_lines:
+                body["logLines"] = outcome.log_lines
+            return body
+    exc = outcome.error
+    assert exc is not None
+    rid = request_id()
+    if not isinstance(exc, BasaltError):
+        log.warning("function failed [%s]: %r", rid, exc, exc_info=exc)
+    body = {"status": "error", "errorMessage": error_message(exc, rid)}
+    is_convex_error, data = error_data(exc)
+    if is_convex_error:
+        try:
+            body["errorData"] = encode(data)
+        except (InvalidValue, ValueError):
+            body["errorData"] = encode(repr(data))
+    if outcome.log_lines:
+        body["logLines"] = outcome.log_lines
+    return body
+
+
+class HttpApi:
+    """Handlers of the ``/api`` routes for one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _call(
+        self,
+        caller: Caller,
+        path: Any,
+        args: dict[str, Any],
+        kind: Any,
+        fmt: Any,
+        *,
+        ts: int | None = None,
+    ) -> Response:
+        if not isinstance(path, str) or not path:
+            raise BadRequest(f'path must be a function path like "messages:list", got {path!r}')
+        encode = _encoder(fmt)
+        if ts is None:
+            outcome = await self.runtime.call(
+                path, args, kind=kind, identity=caller.identity, admin=caller.admin
+            )
+        else:
+            outcome = await self.runtime.query_at(
+                path, args, ts, identity=caller.identity, admin=caller.admin
+            )
+        return json_response(outcome_body(outcome, encode))
+
+    async def function(self, request: Request, caller: Caller, kind: Any) -> Response:
+        """``POST /api/query|mutation|action|function`` and ``GET /api/query``."""
+        if request.method == "GET":
+            path = request.query_param("path")
+            raw_args = request.query_param("args")
+            args = decode_args(parse_json_body((raw_args or "{}").encode()))
+            return await self._call(caller, path, args, kind, request.query_param("format"))
+        body = parse_json_body(await request.body())
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object", code="BadJsonBody")
+        args = decode_args(body.get("args"))
+        return await self._call(caller, body.get("path"), args, kind, body.get("format"))
+
+    async def run(self, request: Request, caller: Caller, rest: str) -> Response:
+        """``POST /api/run/<module path>/<function>``; default format is clean JSON."""
+        module, _, name = rest.rstrip("/").rpartition("/")
+        if not module or not name:
+            raise BadRequest(
+                f"/api/run/{rest}: expected /api/run/<module>/<function>, "
+                "e.g. /api/run/messages/list"
+            )
+        raw = await request.body()
+        body = parse_json_body(raw) if raw.strip() else {}
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object", code="BadJsonBody")
+        args = decode_args(body.get("args"))
+        return await self._call(caller, f"{module}:{name}", args, None, body.get("format", "json"))
+
+    async def query_ts(self, request: Request, caller: Caller) -> Response:
+        return json_response({"ts": encode_ts(await self.runtime.storage.latest_ts())})
+
+    async def query_at_ts(self, request: Request, caller: Caller) -> Response:
+        body = parse_json_body(await request.body())
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object", code="BadJsonBody")
+        ts = decode_ts(body.get("ts"))
+        latest = await self.runtime.storage.latest_ts()
+        if ts > latest:
+            raise BadRequest(f"ts {ts} is in the future (latest is {latest})", code="BadTimestamp")
+        args = decode_args(body.get("args"))
+        return await self._call(caller, body.get("path"), args, "query", body.get("format"), ts=ts)
+
+    async def query_batch(self, request: Request, caller: Caller) -> Response:
+        body = parse_json_body(await request.body())
+        queries = body.get("queries") if isinstance(body, dict) else None
+        if not isinstance(queries, list):
+            raise BadRequest('query_batch takes {"queries": [{path, args, format}, ...]}')
+        results = []
+        ts = await self.runtime.storage.latest_ts()  # every query answers as of this commit
+        for item in queries:
+            if not isinstance(item, dict):
+                raise BadRequest("each entry of queries must be an object")
+            response = await self._call(
+                caller,
+                item.get("path"),
+                decode_args(item.get("args")),
+                "query",
+                item.get("format"),
+                ts=ts,
+            )
+            results.append(json.loads(response.body))
+        return json_response({"results": results})
+
+
+def bad_request(exc: BasaltError) -> Response:
+    return error_response(exc.http_status, exc.code, exc.message)

@@ -1,0 +1,305 @@
+"""Running a deployment: load the app, open storage, serve HTTP, and in dev
+mode reload on file change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+
+from basalt.auth import load_auth_config
+from basalt.errors import BasaltError
+from basalt.runtime import App, Runtime, load_app
+from basalt.runtime.services import Services
+from basalt.scheduler import Scheduler
+
+from .app import BasaltApp
+from .auth import Authenticator, build_authenticator
+from .config import ConfigError, ServerConfig
+from .site import SiteApp
+from .websocket import MAX_FRAME_BYTES
+
+log = logging.getLogger("basalt.server")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+#: How often ``basalt dev`` re-checks the app folder even when no change event
+#: came (an edit made before the file watcher was armed would be missed otherwise).
+RECHECK_MS = 1000
+
+Fingerprint = frozenset[tuple[str, int, int]]
+
+_SKIPPED_DIRS = frozenset({"__pycache__", "node_modules"})
+
+
+def _fingerprint(app_dir: Path) -> Fingerprint:
+    """Path, mtime and size of every Python file of the app folder."""
+    found = set()
+    for root, dirs, files in os.walk(app_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                found.add((path, st.st_mtime_ns, st.st_size))
+    return frozenset(found)
+
+
+async def _app_changes(app_dir: Path, seen: Fingerprint) -> AsyncIterator[str]:
+    """Yield the names of changed files each time the app's Python files change:
+    on a file-system event, or when a periodic check finds files that differ from
+    ``seen`` (the state last loaded)."""
+    import watchfiles
+
+    async for changes in watchfiles.awatch(
+        app_dir,
+        watch_filter=watchfiles.PythonFilter(),
+        rust_timeout=RECHECK_MS,
+        yield_on_timeout=True,
+    ):
+        current = _fingerprint(app_dir)
+        if not changes and current == seen:
+            continue
+        paths = {p for _, p in changes} or {p for p, _, _ in current ^ seen}
+        seen = current
+        yield ", ".join(sorted({Path(p).name for p in paths}))
+
+
+async def _watch_and_reload(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    scheduler: Scheduler,
+    app_dir: Path,
+    loaded: Fingerprint,
+) -> None:
+    """Reload the app (and its auth_config.py) whenever a file in its folder
+    changes. A broken file is reported with its file and line, and the previous
+    version keeps serving."""
+    async for names in _app_changes(app_dir, loaded):
+        try:
+            app = load_app(app_dir)
+            auth_config = load_auth_config(app_dir)
+            await runtime.reload(app)
+            authenticator.set_auth_config(auth_config)
+            await scheduler.sync_crons()
+        except Exception as exc:  # a bad edit must not stop the dev server
+            message = exc.message if isinstance(exc, BasaltError) else repr(exc)
+            _say(f"✖ {names} changed, but the app could not be reloaded:\n  {message}")
+            _say("  (still serving the previous version)")
+            continue
+        _say(f"✔ reloaded after changes to {names} ({len(app.functions)} functions)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another server using that port? choose another with --port)"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus its signal handling: :func:`serve` handles
+    SIGINT and SIGTERM itself so that it can shut down cleanly (uvicorn would
+    re-raise the signal after shutting down, killing the process before the
+    storage is closed and the server marker removed)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _install_signal_handlers(*servers: _Server) -> Callable[[], None]:
+    """Stop ``servers`` on SIGINT/SIGTERM (a second one forces the exit)."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            if server.should_exit:
+                server.force_exit = True
+            server.should_exit = True
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            continue
+        installed.append(sig)
+
+    def remove() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+async def serve(config: ServerConfig, *, reload: bool = False) -> None:
+    """Serve until cancelled, interrupted (SIGINT) or terminated (SIGTERM)."""
+    if not config.app_dir.is_dir():
+        raise ConfigError(
+            f"the app folder {str(config.app_dir)!r} does not exist: pass --app DIR, "
+            "or create one with `basalt init`"
+        )
+    loaded = _fingerprint(config.app_dir)
+    try:
+        app = load_app(config.app_dir)
+    except BasaltError as exc:
+        if not reload:
+            raise
+        _say(f"✖ {exc.message}\n  (fix the file; Basalt starts serving when it loads)")
+        app, loaded = await _wait_for_loadable(config.app_dir, loaded)
+    admin_key = config.ensure_admin_key()
+    authenticator = build_authenticator(admin_key, config.app_dir)
+    sock = _listen(config.host, config.port)
+    config.port = sock.getsockname()[1]
+    try:
+        site_sock = _listen(config.host, config.site_port or 0)
+    except BaseException:
+        sock.close()
+        raise
+    config.site_port = site_sock.getsockname()[1]
+    scheduler = Scheduler()
+    try:
+        runtime = Runtime(
+            app,
+            config.open_storage(),
+            services=Services(scheduler=scheduler, files=config.open_files()),
+        )
+        await runtime.start()
+    except BaseException:
+        sock.close()
+        site_sock.close()
+        raise
+    try:
+        await scheduler.start(runtime)
+    except BaseException:
+        await runtime.stop()
+        sock.close()
+        site_sock.close()
+        raise
+    asgi = BasaltApp(runtime, authenticator)
+    # What start-up allocated lives as long as the server: keep it out of the
+    # garbage collector's full passes, which otherwise stall every client at once.
+    gc.collect()
+    gc.freeze()
+    server = _Server(
+        uvicorn.Config(
+            asgi,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            ws_max_size=MAX_FRAME_BYTES + (1 << 20),
+            http="httptools",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    site_server = _Server(
+        uvicorn.Config(
+            SiteApp(runtime, authenticator),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ws="none",
+            http="httptools",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    remove_handlers = _install_signal_handlers(server, site_server)
+    watcher = None
+    if reload:
+        watcher = asyncio.create_task(
+            _watch_and_reload(runtime, authenticator, scheduler, config.app_dir, loaded)
+        )
+    config.write_server_file()
+    _say(
+        f"Basalt serving {config.app_dir} ({len(app.functions)} functions) at {config.url}\n"
+        f"  HTTP actions at {config.site_url}\n"
+        f"  data: {config.data_dir}   admin key: {admin_key}"
+    )
+    try:
+        await _serve_all((server, sock), (site_server, site_sock))
+    finally:
+        remove_handlers()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        config.remove_server_file()
+        await asgi.aclose()
+        await scheduler.stop()
+        await runtime.stop()
+        sock.close()
+        site_sock.close()
+
+
+async def _serve_all(*pairs: tuple[_Server, socket.socket]) -> None:
+    """Serve each server on its socket until all stop; one stopping stops the others."""
+    servers = [server for server, _ in pairs]
+
+    async def run(server: _Server, sock: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for other in servers:
+                other.should_exit = True
+
+    await asyncio.gather(*(run(server, sock) for server, sock in pairs))
+
+
+async def _wait_for_loadable(app_dir: Path, tried: Fingerprint) -> tuple[App, Fingerprint]:
+    """Wait until the app folder loads; returns the app and the state it loaded from."""
+    async for _ in _app_changes(app_dir, tried):
+        tried = _fingerprint(app_dir)
+        try:
+            app = load_app(app_dir)
+        except BasaltError as exc:
+            _say(f"✖ {exc.message}")
+            continue
+        return app, tried
+    raise RuntimeError("stopped watching")
+
+
+def run_server(config: ServerConfig, *, reload: bool = False) -> None:
+    """Blocking entry point used by the CLI."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        pass
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory) as r:
+        r.run(serve(config, reload=reload))

@@ -1,0 +1,14 @@
+"""Reactive queries: the Convex sync protocol, transport-agnostic.
+
+:class:`SyncHub` shares query executions between subscribers and re-runs only
+the ones a commit wrote into; :class:`SyncSession` is one client connection.
+The server's WebSocket endpoint feeds frames to a session and sends what it
+queues.
+"""
+
+from .hub import QueryEntry, SyncHub
+from .index import SubscriptionIndex
+from .messages import ProtocolError
+from .session import SyncSession
+
+__all__ = ["ProtocolError", "QueryEntry", "SubscriptionIndex", "SyncHub", "SyncSession"]

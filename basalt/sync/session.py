@@ -1,0 +1,370 @@
+"""One client connection of the sync protocol, independent of the transport.
+
+The session keeps the versions the protocol chains (query set, identity,
+timestamp), the client's queries, and what it has sent. It never blocks on the
+network: outgoing messages go to a ``send`` callback that only enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from basalt.errors import BasaltError, Unauthenticated
+from basalt.runtime.outcome import Outcome, error_message
+from basalt.values.wire import to_convex_json
+
+from . import messages as m
+from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key
+
+#: How many (session, request id) → response pairs the hub remembers, so a
+#: mutation a client re-sends after reconnecting is answered, not re-applied.
+REMEMBERED_MUTATIONS = 10_000
+
+
+class TokenVerifier(Protocol):
+    """What the session needs from the server's authenticator."""
+
+    def is_admin_key(self, key: str) -> bool: ...
+
+    async def verify_user_token(self, token: str) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class _Query:
+    path: str
+    args: dict[str, Any]
+    journal: str | None
+    entry: QueryEntry
+    sent_version: int = -1
+
+
+class SyncSession:
+    """The server side of one sync connection."""
+
+    def __init__(
+        self,
+        hub: SyncHub,
+        verifier: TokenVerifier,
+        send: Callable[[dict[str, Any]], None],
+        close: Callable[[], None],
+    ) -> None:
+        self.hub = hub
+        self.runtime = hub.runtime
+        self.verifier = verifier
+        self._send = send
+        self._close = close
+        self.session_id: str | None = None
+        self.query_set_version = 0
+        self.identity_version = 0
+        self.identity: dict[str, Any] | None = None
+        self.admin = False
+        self.identity_key = ""
+        self.queries: dict[int, _Query] = {}
+        self._removed: list[int] = []
+        self._sent: tuple[int, int, int] = (0, 0, 0)
+        #: the client waits for a Transition (after a query set or auth change, or
+        #: after the response to one of its mutations or actions)
+        self._needs_transition = False
+        #: the client waits for a Transition at or after this commit (its mutation's)
+        self._await_ts: int | None = None
+        self._closed = False
+        self._mutation_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        hub.sessions.add(self)
+
+    # -- incoming ------------------------------------------------------------
+    async def handle(self, text: str | bytes) -> None:
+        """Handle one client frame; :class:`~basalt.sync.messages.ProtocolError`
+        means the connection must end with a FatalError."""
+        msg = m.parse(text)
+        if isinstance(msg, m.Connect):
+            await self._connect(msg)
+        elif isinstance(msg, m.ModifyQuerySet):
+            self._modify(msg)
+        elif isinstance(msg, m.FunctionRequest):
+            # It runs as the caller the client was when it sent it, whatever
+            # Authenticate follows while it waits for earlier mutations.
+            task = asyncio.get_running_loop().create_task(
+                self._run_function(msg, self.identity, self.admin)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(msg, m.Authenticate):
+            await self._authenticate(msg)
+        # Event messages carry client telemetry: nothing to do.
+
+    async def _connect(self, msg: m.Connect) -> None:
+        self.session_id = msg.session_id
+        latest = max(self.hub.ts, await self.runtime.storage.latest_ts())
+        if msg.max_observed_ts is not None and msg.max_observed_ts > latest:
+            raise m.ProtocolError(
+                f"Connect.maxObservedTimestamp ({msg.max_observed_ts}) is newer than this "
+                f"server's latest timestamp ({latest}): was the data folder replaced?"
+            )
+
+    def _modify(self, msg: m.ModifyQuerySet) -> None:
+        if msg.base_version != self.query_set_version:
+            raise m.ProtocolError(
+                f"BaseVersionMismatch: ModifyQuerySet.baseVersion is {msg.base_version}, "
+                f"but the query set is at version {self.query_set_version}"
+            )
+        if msg.new_version <= msg.base_version:
+            raise m.ProtocolError(
+                f"ModifyQuerySet.newVersion ({msg.new_version}) must be greater than "
+                f"baseVersion ({msg.base_version})"
+            )
+        # Check the whole message before applying any of it.
+        present = set(self.queries)
+        for i, mod in enumerate(msg.modifications):
+            if isinstance(mod, m.AddQuery):
+                if mod.query_id in present:
+                    raise m.ProtocolError(
+                        f"ModifyQuerySet.modifications[{i}]: query {mod.query_id} is already "
+                        "in the query set"
+                    )
+                present.add(mod.query_id)
+            else:
+                if mod.query_id not in present:
+                    raise m.ProtocolError(
+                        f"ModifyQuerySet.modifications[{i}]: query {mod.query_id} is not in "
+                        "the query set"
+                    )
+                present.discard(mod.query_id)
+        for mod in msg.modifications:
+            if isinstance(mod, m.AddQuery):
+                entry = self.hub.subscribe(
+                    self, mod.query_id, mod.udf_path, mod.args, self.identity, self.admin
+                )
+                self.queries[mod.query_id] = _Query(mod.udf_path, mod.args, mod.journal, entry)
+                if mod.query_id in self._removed:
+                    self._removed.remove(mod.query_id)
+            else:
+                query = self.queries.pop(mod.query_id)
+                self.hub.unsubscribe(self, mod.query_id, query.entry)
+                self._removed.append(mod.query_id)
+        self.query_set_version = msg.new_version
+        self._needs_transition = True
+        self.hub.request_flush(self)
+
+    async def _authenticate(self, msg: m.Authenticate) -> None:
+        if msg.base_version != self.identity_version:
+            raise m.ProtocolError(
+                f"Authenticate.baseVersion is {msg.base_version}, but the identity is at "
+                f"version {self.identity_version}"
+            )
+        try:
+            identity, admin = await self._identity_for(msg)
+        except Unauthenticated as exc:
+            self._send(m.auth_error(exc.message, self.identity_version))
+            self._close()
+            return
+        self.identity, self.admin = identity, admin
+        self.identity_key = identity_key(identity, admin)
+        self.identity_version += 1
+        for query_id in list(self.queries):
+            self.resubscribe(query_id)
+        self._needs_transition = True
+        self.hub.request_flush(self)
+
+    async def _identity_for(self, msg: m.Authenticate) -> tuple[dict[str, Any] | None, bool]:
+        if msg.token_type == "None":
+            return None, False
+        assert msg.value is not None
+        if msg.token_type == "Admin":
+            if not self.verifier.is_admin_key(msg.value):
+                raise Unauthenticated("The admin key is not valid", code="BadAdminKey")
+            if msg.impersonating is not None:
+                identity = dict(msg.impersonating)
+                identity.setdefault(
+                    "tokenIdentifier", f"{identity.get('issuer', '')}|{identity.get('subject', '')}"
+                )
+                return identity, True
+            return None, True
+        return await self.verifier.verify_user_token(msg.value), False
+
+    def resubscribe(self, query_id: int) -> None:
+        """Attach a query to the entry that fits the session's current identity."""
+        query = self.queries[query_id]
+        old = query.entry
+        query.entry = self.hub.subscribe(
+            self, query_id, query.path, query.args, self.identity, self.admin
+        )
+        if old is not query.entry:
+            self.hub.unsubscribe(self, query_id, old)
+            query.sent_version = -1
+
+    def rebind(
+        self, query_id: int, old: QueryEntry, entry: QueryEntry, *, same_result: bool
+    ) -> None:
+        """Serve a query from another (equivalent) entry."""
+        query = self.queries.get(query_id)
+        if query is None or query.entry is not old:
+            return
+        query.entry = entry
+        entry.subscribers.add((self, query_id))
+        up_to_date = same_result and query.sent_version == old.version
+        query.sent_version = entry.version if up_to_date else -1
+
+    # -- mutations and actions ----------------------------------------------
+    @property
+    def has_requests(self) -> bool:
+        """Whether mutations or actions of this connection are still running."""
+        return bool(self._tasks)
+
+    async def join_requests(self) -> None:
+        """Wait until the mutations and actions in flight have been answered."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _run_function(
+        self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
+    ) -> None:
+        ts: int | None = None
+        try:
+            if req.kind == "mutation":
+                async with self._mutation_lock:  # one connection's mutations run in order
+                    response, ts = await self._mutation(req, identity, admin)
+                self._send(response)
+            else:
+                outcome = await self.runtime.call(
+                    req.udf_path, req.args, kind="action", identity=identity, admin=admin
+                )
+                self._send(_response(m.action_response, req.request_id, outcome))
+        except Exception as exc:
+            self._send(m.fatal_error(f"internal error answering request {req.request_id}: {exc}"))
+            self._close()
+            return
+        # As the real server does, a Transition follows every response: the Rust
+        # client resolves a mutation (also a ConvexError one) on the next one, npm
+        # a successful one on the first that reaches its commit timestamp.
+        if req.kind == "mutation" and ts is not None:
+            self._await_ts = ts if self._await_ts is None else max(self._await_ts, ts)
+        else:
+            self._needs_transition = True
+        self.hub.request_flush(self)
+
+    async def _mutation(
+        self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
+    ) -> tuple[dict[str, Any], int | None]:
+        results = self.hub.mutation_results
+        key = (self.session_id or f"anonymous-{id(self)}", req.request_id)
+        earlier = results.get(key)
+        if earlier is not None:  # re-sent after a reconnect: answer, do not apply again
+            return await asyncio.shield(earlier)
+        answer: asyncio.Future[tuple[dict[str, Any], int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        results[key] = answer
+        while len(results) > REMEMBERED_MUTATIONS:
+            results.popitem(last=False)
+        try:
+            outcome = await self.runtime.call(
+                req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
+            )
+            response = _response(m.mutation_response, req.request_id, outcome)
+        except BaseException as exc:
+            answer.set_exception(exc)
+            answer.exception()  # retrieved: re-senders get it through the shield
+            results.pop(key, None)
+            raise
+        ts = outcome.ts if response["success"] else None
+        answer.set_result((response, ts))
+        return response, ts
+
+    # -- outgoing ------------------------------------------------------------
+    def flush(self, ts: int) -> None:
+        """Send one Transition to ``ts`` if the client has anything to learn.
+
+        Called by the hub after a refresh cycle at snapshot ``ts``. A client with
+        nothing to learn gets nothing (the Python client yields its subscriptions'
+        values again on every Transition, even an empty one).
+        """
+        if self._closed:
+            return
+        if any(q.entry.fresh for q in self.queries.values()):
+            return  # a new query has not run yet: the hub flushes again once it has
+        ts = max(ts, self._sent[2])
+        needs_transition = self._needs_transition
+        if self._await_ts is not None:
+            if ts >= self._await_ts:
+                self._await_ts = None
+                needs_transition = True
+            else:
+                # Its mutation committed after this cycle's snapshot; the next
+                # cycle reaches it.
+                self.hub.request_flush(self)
+        modifications: list[dict[str, Any]] = [m.query_removed(q) for q in self._removed]
+        self._removed.clear()
+        for query_id, query in self.queries.items():
+            entry = query.entry
+            if query.sent_version == entry.version:
+                continue
+            query.sent_version = entry.version
+            if entry.error_payload is None:
+                modifications.append(
+                    m.query_updated(query_id, entry.value_payload, entry.log_lines, query.journal)
+                )
+            else:
+                message, data = entry.error_payload
+                modifications.append(
+                    m.query_failed(query_id, message, entry.log_lines, query.journal, data)
+                )
+        end = (self.query_set_version, self.identity_version, ts)
+        if not modifications and end[:2] == self._sent[:2] and not needs_transition:
+            return
+        self._send(
+            m.transition(
+                m.state_version(*self._sent), m.state_version(*end), modifications, time.time_ns()
+            )
+        )
+        self._sent = end
+        self._needs_transition = False
+
+    def close(self) -> None:
+        """The connection ended: drop its subscriptions."""
+        if self._closed:
+            return
+        self._closed = True
+        for query_id, query in self.queries.items():
+            self.hub.unsubscribe(self, query_id, query.entry)
+        self.queries.clear()
+        self.hub.sessions.discard(self)
+
+
+def _response(
+    build: Callable[..., dict[str, Any]], request_id: int, outcome: Outcome
+) -> dict[str, Any]:
+    if outcome.error is None:
+        try:
+            value = to_convex_json(outcome.value)
+        except BasaltError as exc:
+            outcome.error = exc
+        else:
+            if build is m.mutation_response:
+                return build(
+                    request_id,
+                    success=True,
+                    result=value,
+                    ts=outcome.ts,
+                    log_lines=outcome.log_lines,
+                )
+            return build(request_id, success=True, result=value, log_lines=outcome.log_lines)
+    assert outcome.error is not None
+    message = error_message(outcome.error)
+    data = _encoded_error_data(outcome.error)
+    if build is m.mutation_response:
+        return build(
+            request_id,
+            success=False,
+            result=message,
+            ts=None,
+            log_lines=outcome.log_lines,
+            error_data=data,
+        )
+    return build(
+        request_id, success=False, result=message, log_lines=outcome.log_lines, error_data=data
+    )

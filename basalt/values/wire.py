@@ -1,0 +1,340 @@
+"""JSON encodings of Convex values: the client wire formats and the storage codec.
+
+* ``convex_encoded_json`` (:func:`to_convex_json`, :func:`from_convex_json`,
+  :func:`dumps`, :func:`loads`): the typed, lossless format the official clients
+  speak (protocol.md §2). int64 becomes ``{"$integer": base64}``; NaN, ±inf and
+  -0.0 become ``{"$float": base64}``; bytes become ``{"$bytes": base64}``; every
+  JSON number read from a client is a float64.
+* clean ``json`` (:func:`to_clean_json`): lossy, for humans and ``/api/run``.
+* the storage codec (:func:`dumps_stored`, :func:`loads_stored`): how Basalt keeps
+  documents. It is plain JSON (which already keeps ``5`` and ``5.0`` apart and,
+  in Python, writes NaN/Infinity/-0.0 exactly) plus ``{"$bytes": base64}``, which
+  cannot clash with user data because field names never start with ``$``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import struct
+from typing import Any
+
+from basalt.errors import InvalidValue
+
+from .model import (
+    MAX_VALUE_DEPTH,
+    JSONValue,
+    Value,
+    _BadValue,
+    _invalid,
+    bad_type_reason,
+    quote_text,
+)
+
+__all__ = [
+    "dumps",
+    "dumps_stored",
+    "from_convex_json",
+    "loads",
+    "loads_stored",
+    "to_clean_json",
+    "to_convex_json",
+]
+
+_b64encode = binascii.b2a_base64
+_pack_q = struct.Struct("<q").pack
+_pack_d = struct.Struct("<d").pack
+_unpack_q = struct.Struct("<q").unpack
+_unpack_d = struct.Struct("<d").unpack
+_isfinite = math.isfinite
+_copysign = math.copysign
+
+
+def _b64(data: bytes) -> str:
+    return _b64encode(data, newline=False).decode("ascii")
+
+
+def _b64decode(text: object, what: str) -> bytes:
+    if type(text) is not str:
+        raise _BadValue(f"{what} must hold a base64 string, not {type(text).__name__}")
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _BadValue(f"{what} holds invalid base64 {text[:40]!r}: {exc}") from None
+
+
+def _is_plain_float(x: float) -> bool:
+    """Finite and not -0.0: written as a JSON number rather than ``$float``."""
+    return _isfinite(x) and (x != 0.0 or _copysign(1.0, x) > 0.0)
+
+
+# --------------------------------------------------------------------------- convex_encoded_json
+
+
+def _encode_int(v: int) -> JSONValue:
+    try:
+        return {"$integer": _b64(_pack_q(v))}
+    except struct.error:
+        raise _BadValue(f"int {v} is out of the int64 range") from None
+
+
+def _encode(value: Any) -> JSONValue:
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is float:
+        if _is_plain_float(value):
+            return value  # type: ignore[no-any-return]
+        return {"$float": _b64(_pack_d(value))}
+    if t is int:
+        return _encode_int(value)
+    if t is dict:
+        key: Any = None
+        try:
+            out: dict[str, JSONValue] = {}
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise _BadValue(
+                        f"field name {key!r} ({type(key).__name__}) must be a string", skip_key=True
+                    )
+                out[key] = _encode(item)
+            return out
+        except _BadValue as err:
+            err.add_key(key)
+            raise
+    if t is list:
+        i = 0
+        try:
+            items: list[JSONValue] = []
+            for item in value:
+                items.append(_encode(item))
+                i += 1
+            return items
+        except _BadValue as err:
+            err.path.append(i)
+            raise
+    if t is bytes:
+        return {"$bytes": _b64(value)}
+    raise _BadValue(bad_type_reason(value))
+
+
+def to_convex_json(value: object) -> JSONValue:
+    """Encode a Convex value as ``convex_encoded_json`` (a ``json.dumps``-able object).
+
+    Only the types are checked here (and the int64 range); field names and
+    limits are :func:`~basalt.values.model.check_value`'s job.
+    """
+    try:
+        return _encode(value)
+    except _BadValue as err:
+        raise _invalid("value", err) from None
+    except RecursionError:
+        raise InvalidValue("Invalid value: value is nested too deeply") from None
+
+
+def _decode_special(key: str, payload: object) -> Value:
+    if key == "$integer":
+        data = _b64decode(payload, "$integer")
+        if len(data) != 8:
+            raise _BadValue(f"$integer must encode 8 bytes, not {len(data)}")
+        return int(_unpack_q(data)[0])
+    if key == "$float":
+        data = _b64decode(payload, "$float")
+        if len(data) != 8:
+            raise _BadValue(f"$float must encode 8 bytes, not {len(data)}")
+        x = float(_unpack_d(data)[0])
+        if _is_plain_float(x):
+            raise _BadValue(
+                f"$float is only for NaN, Infinity, -Infinity and -0.0, not {x!r}; "
+                "write ordinary numbers as JSON numbers"
+            )
+        return x
+    if key == "$bytes":
+        return _b64decode(payload, "$bytes")
+    raise _BadValue(f'field name {quote_text(key)} must not start with "$"')
+
+
+def _decode(obj: Any, depth: int) -> Value:
+    t = type(obj)
+    if t is str or t is float or t is bool or obj is None:
+        return obj  # type: ignore[no-any-return]
+    if t is int:
+        return float(obj)
+    if t is dict:
+        if len(obj) == 1:  # maybe {"$integer": …}, {"$float": …} or {"$bytes": …}: a scalar
+            for key, payload in obj.items():
+                if type(key) is str and key.startswith("$"):
+                    return _decode_special(key, payload)
+        if depth <= 0:
+            raise _BadValue(f"value is nested more than {MAX_VALUE_DEPTH} levels deep")
+        out: dict[str, Value] = {}
+        depth -= 1
+        key = None
+        try:
+            for key, item in obj.items():
+                if type(key) is not str:
+                    raise _BadValue(
+                        f"field name {key!r} ({type(key).__name__}) must be a string", skip_key=True
+                    )
+                if key.startswith("$"):
+                    raise _BadValue(
+                        f'field name {quote_text(key)} must not start with "$"', skip_key=True
+                    )
+                out[key] = _decode(item, depth)
+        except _BadValue as err:
+            err.add_key(key)
+            raise
+        return out
+    if t is list:
+        if depth <= 0:
+            raise _BadValue(f"value is nested more than {MAX_VALUE_DEPTH} levels deep")
+        depth -= 1
+        i = 0
+        try:
+            items: list[Value] = []
+            for item in obj:
+                items.append(_decode(item, depth))
+                i += 1
+        except _BadValue as err:
+            err.path.append(i)
+            raise
+        return items
+    raise _BadValue(f"type {t.__name__} is not JSON")
+
+
+def from_convex_json(obj: object) -> Value:
+    """Decode a ``json.loads`` result in ``convex_encoded_json`` into a Convex value.
+
+    JSON integers (Python ``int``) become float64. Raises :class:`InvalidValue`
+    with the path for bad ``$integer``/``$float``/``$bytes`` payloads, any other
+    ``$`` field name, or nesting deeper than ``MAX_VALUE_DEPTH``. Field names are
+    not otherwise checked (see ``check_value``).
+    """
+    try:
+        return _decode(obj, MAX_VALUE_DEPTH)
+    except _BadValue as err:
+        raise _invalid("value", err) from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def dumps(value: object) -> str:
+    """``convex_encoded_json`` text of ``value`` (compact, UTF-8 kept as is)."""
+    return json.dumps(
+        to_convex_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def loads(text: str | bytes) -> Value:
+    """Parse ``convex_encoded_json`` text; raises :class:`InvalidValue` on bad JSON."""
+    try:
+        obj = json.loads(text, parse_int=float, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InvalidValue(f"Invalid JSON: {exc}") from None
+    return from_convex_json(obj)
+
+
+# --------------------------------------------------------------------------- clean json
+
+
+def _clean(value: Any) -> JSONValue:
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is float:
+        if _isfinite(value):
+            return value  # type: ignore[no-any-return]
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if t is int:
+        return str(value)
+    if t is dict:
+        return {k: _clean(v) for k, v in value.items()}
+    if t is list:
+        return [_clean(v) for v in value]
+    if t is bytes:
+        return _b64(value)
+    raise _BadValue(bad_type_reason(value))
+
+
+def to_clean_json(value: object) -> JSONValue:
+    """The lossy clean ``json`` form: int64 → decimal string, NaN/±inf → "NaN",
+    "Infinity", "-Infinity", bytes → base64 string; -0.0 stays a float."""
+    try:
+        return _clean(value)
+    except _BadValue as err:
+        raise _invalid("value", err) from None
+
+
+# --------------------------------------------------------------------------- storage codec
+
+# The one NaN that JSON's ``NaN`` literal reads back as. Others (-NaN, which is
+# what ``inf - inf`` gives on x86, or NaNs with a payload) are stored as
+# ``{"$float": base64}`` so that their bits, and so their index keys, survive.
+_CANONICAL_NAN = _pack_d(math.nan)
+
+
+def _stored_default(obj: object) -> JSONValue:
+    if type(obj) is bytes:
+        return {"$bytes": _b64(obj)}
+    raise TypeError(f"type {type(obj).__name__} is not a Convex value")
+
+
+_stored_encode = json.JSONEncoder(
+    separators=(",", ":"),
+    ensure_ascii=False,
+    check_circular=False,
+    allow_nan=True,
+    default=_stored_default,
+).encode
+
+
+def _wrap_odd_nans(value: Any) -> Any:
+    t = type(value)
+    if t is float:
+        if value != value:
+            bits = _pack_d(value)
+            if bits != _CANONICAL_NAN:
+                return {"$float": _b64(bits)}
+        return value
+    if t is dict:
+        return {k: _wrap_odd_nans(v) for k, v in value.items()}
+    if t is list:
+        return [_wrap_odd_nans(v) for v in value]
+    return value
+
+
+def _stored_hook(d: dict[str, Any]) -> Any:
+    if len(d) == 1:
+        payload = d.get("$bytes")
+        if type(payload) is str:
+            return binascii.a2b_base64(payload)
+        payload = d.get("$float")
+        if type(payload) is str:
+            return _unpack_d(binascii.a2b_base64(payload))[0]
+    return d
+
+
+_plain_decode = json.JSONDecoder().decode
+_hooked_decode = json.JSONDecoder(object_hook=_stored_hook).decode
+
+
+def dumps_stored(value: object) -> str:
+    """The storage text of ``value``, which must already have passed ``check_value``.
+
+    Exact round trip through :func:`loads_stored`: int stays int, float stays
+    float bit for bit (NaN payloads, ±inf and -0.0 included), bytes stay bytes.
+    """
+    text = _stored_encode(value)
+    if "NaN" in text:  # rare: maybe a NaN that the NaN literal cannot represent
+        text = _stored_encode(_wrap_odd_nans(value))
+    return text
+
+
+def loads_stored(text: str) -> Value:
+    """Inverse of :func:`dumps_stored`."""
+    if '"$' in text:  # maybe a $bytes/$float wrapper (or just a string starting with $)
+        return _hooked_decode(text)  # type: ignore[no-any-return]
+    return _plain_decode(text)  # type: ignore[no-any-return]

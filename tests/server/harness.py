@@ -1,0 +1,185 @@
+"""Running ``basalt serve`` / ``basalt dev`` as a subprocess for end-to-end tests.
+
+Shared by ``tests/server`` and ``tests/cli`` (the latter loads this file by path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from convex.http_client import ConvexHttpClient
+
+APPS = Path(__file__).parent / "apps"
+ADMIN_KEY = "test-admin-key|" + uuid.uuid4().hex
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.02
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free loopback port that the kernel never hands out as a client's source port.
+
+    A test that restarts a server on the same port needs one: while nothing
+    listens, a client reconnecting to a port inside the ephemeral range can be
+    given that very port as its source port (a TCP self-connect) and hold it.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            # The site origin listens on port + 1.
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
+class BasaltProcess:
+    """``basalt serve|dev --app APP --data DATA --port P`` in a subprocess.
+
+    By default the server picks a free port (``--port 0``) and records its URL
+    in ``DATA/server.json``; everything it prints goes to a log file (see
+    :meth:`output`).
+    """
+
+    def __init__(
+        self,
+        app: Path,
+        data: Path,
+        *,
+        admin_key: str | None = ADMIN_KEY,
+        command: str = "serve",
+        env: dict[str, str] | None = None,
+        port: int = 0,
+    ) -> None:
+        self.app, self.data, self.command = app, data, command
+        self.port = port
+        self.admin_key = admin_key
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("BASALT_ADMIN_KEY", "BASALT_DATABASE_URL", "BASALT_DURABILITY")
+        }
+        if admin_key is not None:
+            self.env["BASALT_ADMIN_KEY"] = admin_key
+        self.env.update(env or {})
+        self.log_path = data.parent / f"{data.name}-{command}-{uuid.uuid4().hex[:8]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 30.0) -> BasaltProcess:
+        """Start the process and wait until it serves."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> BasaltProcess:
+        """Start the process without waiting for it."""
+        cmd = [sys.executable, "-m", "basalt.cli.main", self.command]
+        cmd += ["--app", str(self.app), "--data", str(self.data), "--port", str(self.port)]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> BasaltProcess:
+        """Wait until the server has written its marker and answers ``/health``."""
+        self.url = wait_until(self._ready_url, timeout, f"{self.command} to answer /health")
+        return self
+
+    def _ready_url(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"basalt {self.command} exited with {self.proc.returncode}:\n{self.output()}"
+            )
+        try:
+            info = json.loads((self.data / "server.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if info.get("pid") != self.proc.pid:
+            return None
+        try:
+            response = httpx.get(info["url"] + "/health", timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        return str(info["url"]) if response.status_code == 200 else None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_output(self, text: str, timeout: float = 15.0, *, start: int = 0) -> str:
+        """Wait until ``text`` appears in the output after offset ``start``."""
+        return str(
+            wait_until(
+                lambda: text in self.output()[start:] and self.output(),
+                timeout,
+                f"{text!r} in the output of basalt {self.command}",
+            )
+        )
+
+    def client(self, *, admin: bool = False) -> ConvexHttpClient:
+        client = ConvexHttpClient(self.url)
+        if admin:
+            assert self.admin_key is not None
+            client.set_admin_auth(self.admin_key)
+        return client
+
+    def stop(self) -> int | None:
+        """Stop gracefully (SIGTERM); kill if that takes too long."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"basalt {self.command} ignored SIGTERM:\n{self.output()}"
+            ) from None
+
+    def kill9(self) -> None:
+        """Kill the server the hard way (SIGKILL): no shutdown code runs."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=15)

@@ -1,0 +1,137 @@
+"""The server as a process: durability across ``kill -9``, the admin key kept
+in the data folder, the ``server.json`` marker and a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from convex import ConvexInt64
+from convex.http_client import ConvexExecutionError, ConvexHttpClient
+
+from .harness import BasaltProcess
+
+
+def test_acknowledged_mutations_survive_kill_9(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = basalt_process(basic_app, data).start()
+    client = first.client()
+    n = 25
+    ids = [
+        client.mutation("notes:add", {"tag": "durable", "body": f"b{i}", "pos": float(i)})
+        for i in range(n)
+    ]
+    client.mutation("values:store", {"tag": "durable", "value": ConvexInt64(2**62)})
+    first.kill9()
+    assert first.proc is not None and first.proc.returncode == -9
+
+    second = basalt_process(basic_app, data).start()
+    client = second.client()
+    docs = client.query("notes:list", {"tag": "durable"})
+    assert [d["_id"] for d in docs] == ids
+    assert [d["body"] for d in docs] == [f"b{i}" for i in range(n)]
+    assert client.query("values:load", {"tag": "durable"}) == [ConvexInt64(2**62)]
+    # And the restarted server takes new writes.
+    client.mutation("notes:add", {"tag": "durable", "body": "after restart", "pos": 99.0})
+    assert len(client.query("notes:list", {"tag": "durable"})) == n + 1
+
+
+def test_admin_key_is_generated_once_and_reused(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = basalt_process(basic_app, data, admin_key=None).start()
+    key_file = data / "admin_key"
+    key = key_file.read_text().strip()
+    assert len(key) >= 32
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert f"admin key: {key}" in first.output()
+
+    client = ConvexHttpClient(first.url)
+    with pytest.raises(ConvexExecutionError, match="Could not find public function"):
+        client.query("notes:secret_count", {"tag": "k"})
+    client.set_admin_auth(key)
+    assert client.query("notes:secret_count", {"tag": "k"}) == ConvexInt64(0)
+    assert first.stop() == 0
+
+    second = basalt_process(basic_app, data, admin_key=None).start()
+    assert key_file.read_text().strip() == key
+    assert f"admin key: {key}" in second.output()
+    client = ConvexHttpClient(second.url)
+    client.set_admin_auth(key)
+    assert client.query("notes:secret_count", {"tag": "k"}) == ConvexInt64(0)
+
+
+def test_env_admin_key_wins_over_the_stored_one(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "admin_key").write_text("stored-key\n")
+    server = basalt_process(basic_app, data, admin_key="env-key").start()
+    with httpx.Client(base_url=server.url) as http:
+        body = {"path": "notes:secret_count", "args": {"tag": "k"}}
+        assert (
+            http.post(
+                "/api/query", json=body, headers={"Authorization": "Convex env-key"}
+            ).status_code
+            == 200
+        )
+        assert (
+            http.post(
+                "/api/query", json=body, headers={"Authorization": "Convex stored-key"}
+            ).status_code
+            == 401
+        )
+
+
+def test_server_marker_and_clean_shutdown(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = basalt_process(basic_app, data).start()
+    marker = data / "server.json"
+    info = json.loads(marker.read_text())
+    assert info["pid"] == server.pid
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", info["url"])
+    assert info["url"] == server.url
+    assert stat.S_IMODE(marker.stat().st_mode) == 0o600  # it holds the admin key
+    assert server.stop() == 0  # SIGTERM: a clean stop, exit status 0
+    assert not marker.exists()
+
+
+def test_port_in_use_is_a_clear_error(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(basic_app, tmp_path / "one").start()
+    port = server.url.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "basalt.cli.main",
+            "serve",
+            "--app",
+            str(basic_app),
+            "--data",
+            str(tmp_path / "two"),
+            "--port",
+            port,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server.env,
+    )
+    assert result.returncode != 0
+    assert port in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,74 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import basalt
+from basalt import ConvexError
+from basalt.testing import BasaltTest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def app_files() -> dict[str, str]:
+    """The README's code blocks that start with `# functions/<file>`."""
+    files = {}
+    for block in re.findall(r"```python\n(.*?)```", README, re.S):
+        first, _, rest = block.partition("\n")
+        if first.startswith("# functions/"):
+            files[first[len("# functions/") :]] = rest
+    return files
+
+
+async def test_readme_app_runs(tmp_path: Path) -> None:
+    files = app_files()
+    assert set(files) == {"schema.py", "messages.py"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    async with BasaltTest(tmp_path) as t:
+        await t.mutation("messages:send", {"author": "ann", "body": "hello"})
+        await t.mutation("messages:send", {"author": "bob", "body": "hi"})
+        assert [m["body"] for m in await t.query("messages:by_author", {"author": "ann"})] == [
+            "hello"
+        ]
+        with pytest.raises(ConvexError):
+            await t.mutation("messages:send", {"author": "ann", "body": " "})
+
+
+def test_readme_commands_exist() -> None:
+    assert "make install" in README and "make test" in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make install" in ci and "make test" in ci
+    assert (ROOT / "examples" / "quickstart" / "functions" / "messages.py").exists()
+
+
+def test_import_basalt_stays_light() -> None:
+    code = (
+        "import sys, basalt; heavy = {'uvicorn', 'apsw', 'httptools', 'websockets', 'httpx'};"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_names_are_exported() -> None:
+    for name in basalt.__all__:
+        assert hasattr(basalt, name), name
+    assert {"query", "mutation", "action", "v", "define_schema", "ConvexError"} <= set(
+        basalt.__all__
+    )
+
+
+def test_every_python_block_in_the_readme_compiles() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        compile(textwrap.dedent(block), "README.md", "exec")
