@@ -50,6 +50,16 @@ def test_readme_commands_exist() -> None:
     assert (ROOT / "examples" / "quickstart" / "functions" / "messages.py").exists()
 
 
+def test_quickstart_example_is_what_basalt_init_scaffolds() -> None:
+    """examples/quickstart is the README's `basalt dev` app: the `basalt init` template."""
+    example = ROOT / "examples" / "quickstart" / "functions"
+    template = ROOT / "basalt" / "cli" / "template"
+    names = sorted(p.name for p in template.glob("*.py"))
+    assert names == sorted(p.name for p in example.glob("*.py"))
+    for name in names:
+        assert (example / name).read_text() == (template / name).read_text(), name
+
+
 def test_import_basalt_stays_light() -> None:
     code = (
         "import sys, basalt; heavy = {'uvicorn', 'apsw', 'httptools', 'websockets', 'httpx'};"

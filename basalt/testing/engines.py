@@ -9,6 +9,12 @@ names the same database — two engines on it are like two server processes — 
 
 When PostgreSQL is unreachable, a test that needs it fails under CI (the ``CI``
 environment variable is set) and is skipped, with the reason, elsewhere.
+
+Tests that start ``basalt serve`` pass :func:`server_env` in the process's
+environment and call :func:`drop_test_databases_sync` when it has stopped.
+
+This module does not import pytest until a test needs PostgreSQL, so that
+``import basalt.testing`` stays light.
 """
 
 from __future__ import annotations
@@ -18,8 +24,6 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
-
-import pytest
 
 from basalt.storage.base import Persistence
 
@@ -42,9 +46,9 @@ def postgres_test_url() -> str:
     return os.environ.get("BASALT_TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
 
 
-def require_postgres() -> str:
-    """The test database URL, after checking PostgreSQL answers there: fails the
-    test under CI, skips it elsewhere, when it does not."""
+def postgres_problem() -> str | None:
+    """Why PostgreSQL cannot be used at the test URL, or None when it answers
+    there (checked once per URL and process)."""
     url = postgres_test_url()
     if url not in _reachable:
         try:
@@ -58,12 +62,23 @@ def require_postgres() -> str:
                 _reachable[url] = None
             except psycopg.Error as exc:
                 _reachable[url] = f"PostgreSQL is not reachable at {url}: {exc}".strip()
-    problem = _reachable[url]
+    return _reachable[url]
+
+
+def require_postgres() -> str:
+    """The test database URL, after checking PostgreSQL answers there: fails the
+    test under CI, skips it elsewhere, when it does not (without pytest, raises
+    :class:`RuntimeError`)."""
+    problem = postgres_problem()
     if problem is not None:
+        try:
+            import pytest
+        except ImportError:  # pragma: no cover - BasaltTest used without pytest
+            raise RuntimeError(problem) from None
         if os.environ.get("CI"):
             pytest.fail(f"{problem} (CI is set, so tests that need PostgreSQL must run)")
         pytest.skip(problem)
-    return url
+    return postgres_test_url()
 
 
 def schema_prefix(tmp_path: Path) -> str:
@@ -92,19 +107,62 @@ def engine_for_tests(
     return PostgresEngine(url, schema=schema_for(tmp_path, name), pool_size=4)
 
 
-async def drop_test_databases(tmp_path: Path) -> None:
+def server_env(tmp_path: Path, name: str = "server") -> dict[str, str]:
+    """The environment variables that make a ``basalt serve`` process keep its
+    data in database ``name`` of this test: none for SQLite (the server's data
+    folder holds it), ``BASALT_DATABASE_URL`` and ``BASALT_DATABASE_SCHEMA`` for
+    PostgreSQL. Drop the schema with :func:`drop_test_databases_sync` once the
+    process has stopped."""
+    if selected_backend() == "sqlite":
+        return {}
+    return {
+        "BASALT_DATABASE_URL": require_postgres(),
+        "BASALT_DATABASE_SCHEMA": schema_for(tmp_path, name),
+    }
+
+
+def _used_postgres() -> bool:
+    """Whether this process made (or could have made) a PostgreSQL test schema."""
+    return _reachable.get(postgres_test_url(), "unchecked") is None
+
+
+_LIST_SCHEMAS = "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)"
+
+
+async def drop_test_databases(tmp_path: Path, name: str | None = None) -> None:
     """Drop every PostgreSQL schema :func:`engine_for_tests` made for ``tmp_path``
-    (SQLite files go with the temporary folder). Close the engines first."""
-    url = postgres_test_url()
-    if _reachable.get(url, "unchecked") is not None:
-        return  # no PostgreSQL engine was made for this URL
+    (only that of database ``name`` if given; SQLite files go with the temporary
+    folder). Close the engines first."""
+    if not _used_postgres():
+        return
     import psycopg
     from psycopg import sql
 
+    url = postgres_test_url()
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
-            (schema_prefix(tmp_path),),
-        )
-        for (schema,) in await cur.fetchall():
-            await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        if name is not None:
+            schemas = [schema_for(tmp_path, name)]
+        else:
+            cur = await conn.execute(_LIST_SCHEMAS, (schema_prefix(tmp_path),))
+            schemas = [schema for (schema,) in await cur.fetchall()]
+        for schema in schemas:
+            drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            await conn.execute(drop)
+
+
+def drop_test_databases_sync(tmp_path: Path, name: str | None = None) -> None:
+    """:func:`drop_test_databases` for synchronous code (tests that run
+    ``basalt serve`` in a subprocess). Stop the processes first."""
+    if not _used_postgres():
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(postgres_test_url(), autocommit=True) as conn:
+        if name is not None:
+            schemas = [schema_for(tmp_path, name)]
+        else:
+            rows = conn.execute(_LIST_SCHEMAS, (schema_prefix(tmp_path),)).fetchall()
+            schemas = [schema for (schema,) in rows]
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
