@@ -277,9 +277,7 @@ class _Writer(_Reader):
         engine = self._engine
         ts = max(time.time_ns(), engine._last_ts + 1)
         commit = Commit(ts=ts, doc_ids=self._doc_ids, keys=self._keys)
-        self._conn.execute(
-            "INSERT INTO commits(ts, writes) VALUES (?, ?)", (ts, encode_writes(commit))
-        )
+        # Its commit-log row is written with the group's (see _log_group).
         engine._last_ts = ts
         if self._catalog_changed:
             engine.catalog = self.catalog
@@ -463,7 +461,7 @@ class SqliteEngine:
             self._flush_tasks.add(task)
             task.add_done_callback(self._flush_tasks.discard)
         else:
-            self._commit_group(self._conn().execute)
+            self._commit_group(self._conn())
 
     async def _flush_with_lock(self) -> None:
         async with self._write_lock:
@@ -483,17 +481,27 @@ class SqliteEngine:
             # The fsync happens in COMMIT; a worker thread keeps the loop serving.
             error: BaseException | None = None
             try:
+                self._log_group(conn)
                 await loop.run_in_executor(None, run, "COMMIT")
             except BaseException as exc:
                 error = exc
             self._finish_group(error)
         else:
-            self._commit_group(self._conn().execute)
+            self._commit_group(self._conn())
 
-    def _commit_group(self, execute: Callable[[str], Any]) -> None:
+    def _log_group(self, conn: apsw.Connection) -> None:
+        """Write the commit-log rows of the open group's commits (one statement
+        for the group, just before its COMMIT)."""
+        conn.executemany(
+            "INSERT INTO commits(ts, writes) VALUES (?, ?)",
+            [(commit.ts, encode_writes(commit)) for commit in self._group_commits],
+        )
+
+    def _commit_group(self, conn: apsw.Connection) -> None:
         error: BaseException | None = None
         try:
-            execute("COMMIT")
+            self._log_group(conn)
+            conn.execute("COMMIT")
         except BaseException as exc:
             error = exc
         self._finish_group(error)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import binascii
 import json
+import json.encoder
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from basalt.errors import InvalidValue
@@ -282,13 +284,31 @@ def _stored_default(obj: object) -> JSONValue:
     raise TypeError(f"type {type(obj).__name__} is not a Convex value")
 
 
-_stored_encode = json.JSONEncoder(
-    separators=(",", ":"),
-    ensure_ascii=False,
-    check_circular=False,
-    allow_nan=True,
-    default=_stored_default,
-).encode
+def _make_stored_encoder() -> Callable[[object], str]:
+    """Compact JSON, NaN/Infinity literals allowed, bytes through the default hook.
+
+    ``JSONEncoder.encode`` builds its C encoder on every call; one built once
+    and reused gives the same text, which matters on the write path.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    quote = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or quote is None:  # no C accelerator: the pure-Python encoder
+        return json.JSONEncoder(
+            separators=(",", ":"),
+            ensure_ascii=False,
+            check_circular=False,
+            allow_nan=True,
+            default=_stored_default,
+        ).encode
+    encoder = make(None, _stored_default, quote, None, ":", ",", False, False, True)
+
+    def encode(value: object) -> str:
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+_stored_encode = _make_stored_encoder()
 
 
 def _wrap_odd_nans(value: Any) -> Any:
