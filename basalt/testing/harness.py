@@ -1,5 +1,12 @@
 """The test harness: an app on the real runtime, a temporary database and a
-clock that only moves when the test says so."""
+clock that only moves when the test says so.
+
+The database is the one ``BASALT_TEST_BACKEND`` selects (see
+:mod:`basalt.testing.engines`): a SQLite file in the data folder by default, or
+with ``BASALT_TEST_BACKEND=postgres`` a PostgreSQL schema of its own, dropped
+when the harness exits. ``BasaltTest(app, storage=engine)`` uses a given engine
+instead.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,15 @@ from basalt.runtime.files import FileService
 from basalt.runtime.functions import Function
 from basalt.runtime.services import Services
 from basalt.scheduler import Scheduler
+from basalt.storage.base import Persistence
 from basalt.storage.sqlite import SqliteEngine
 
+from .engines import drop_test_databases, engine_for_tests, selected_backend
+
 T = TypeVar("T")
+
+#: the name of the harness's own database (see :func:`engine_for_tests`)
+_DATABASE = "basalt"
 
 
 class BasaltTest:
@@ -26,6 +39,17 @@ class BasaltTest:
     ``app`` is an app folder or an :class:`App`. Calls run as an admin, so
     internal functions are reachable; ``with_identity`` gives a view whose
     calls carry a user identity. ``clock`` is a :class:`ManualClock`.
+
+    ``data_dir`` holds the file blobs and, with SQLite, the database
+    (``basalt.sqlite3``); without it, a temporary folder is made and removed
+    on exit.
+
+    ``storage`` is the storage engine to run on (not yet opened: the harness
+    opens it on entry and closes it on exit, and leaves its data alone).
+    Without it, the engine is the one ``BASALT_TEST_BACKEND`` selects: SQLite
+    in ``data_dir`` (the default), or a PostgreSQL schema of its own (named
+    after ``data_dir``) that is dropped on exit, even when ``data_dir`` was
+    given. To keep PostgreSQL data between two harnesses, pass ``storage``.
     """
 
     def __init__(
@@ -35,12 +59,16 @@ class BasaltTest:
         data_dir: str | Path | None = None,
         clock: ManualClock | None = None,
         identity: dict[str, Any] | None = None,
+        storage: Persistence | None = None,
         _runtime: Runtime | None = None,
         _scheduler: Scheduler | None = None,
     ) -> None:
         self._app_source = app
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._own_dir = False
+        self._storage = storage
+        #: the PostgreSQL test database this harness made (dropped on exit)
+        self._own_database = False
         self.clock = clock or ManualClock()
         #: the origin file URLs start with (nothing listens there in tests)
         self.origin = "http://127.0.0.1:3210"
@@ -65,26 +93,59 @@ class BasaltTest:
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="basalt-test-"))
             self._own_dir = True
-        storage = SqliteEngine(self._data_dir / "basalt.sqlite3")
-        self._scheduler = Scheduler()
-        files = FileService(LocalBlobStore(self._data_dir / "blobs"), origin=self.origin)
-        self._runtime = Runtime(
-            app,
-            storage,
-            clock=self.clock,
-            services=Services(scheduler=self._scheduler, files=files),
-        )
-        await self._runtime.start()
-        await self._scheduler.start(self._runtime)
+        try:
+            storage = self._storage
+            if storage is None:
+                storage = self._default_storage(self._data_dir)
+            self._scheduler = Scheduler()
+            files = FileService(LocalBlobStore(self._data_dir / "blobs"), origin=self.origin)
+            self._runtime = Runtime(
+                app,
+                storage,
+                clock=self.clock,
+                services=Services(scheduler=self._scheduler, files=files),
+            )
+            await self._runtime.start()
+            try:
+                await self._scheduler.start(self._runtime)
+            except BaseException:
+                await self._runtime.stop()
+                raise
+        except BaseException:
+            self._scheduler = self._runtime = None
+            await self._clean_up()
+            raise
         return self
 
+    def _default_storage(self, data_dir: Path) -> Persistence:
+        """The engine ``BASALT_TEST_BACKEND`` selects, for this data folder."""
+        if selected_backend() == "sqlite":
+            return SqliteEngine(data_dir / "basalt.sqlite3")
+        engine = engine_for_tests(data_dir, _DATABASE, backend="postgres")
+        self._own_database = True
+        return engine
+
     async def __aexit__(self, *exc: object) -> None:
-        if self._scheduler is not None:
-            await self._scheduler.stop()
-        if self._runtime is not None:
-            await self._runtime.stop()
-        if self._own_dir and self._data_dir is not None:
-            shutil.rmtree(self._data_dir, ignore_errors=True)
+        try:
+            if self._scheduler is not None:
+                await self._scheduler.stop()
+        finally:
+            try:
+                if self._runtime is not None:
+                    await self._runtime.stop()
+            finally:
+                await self._clean_up()
+
+    async def _clean_up(self) -> None:
+        """Drop the database and remove the folder this harness made."""
+        try:
+            if self._own_database and self._data_dir is not None:
+                self._own_database = False
+                await drop_test_databases(self._data_dir, _DATABASE)
+        finally:
+            if self._own_dir and self._data_dir is not None:
+                shutil.rmtree(self._data_dir, ignore_errors=True)
+                self._data_dir, self._own_dir = None, False
 
     def with_identity(self, identity: dict[str, Any]) -> BasaltTest:
         """A view of the same app whose calls carry ``identity`` (JWT-like claims;

@@ -4,7 +4,10 @@ Fixtures:
 
 - ``basalt``: a started :class:`~basalt.testing.BasaltTest` for the app folder
   named by ``@pytest.mark.basalt_app("path")``, else the ``basalt_app`` ini
-  option, else ``functions`` (relative to the rootdir). Needs pytest-asyncio.
+  option, else ``functions`` (relative to the rootdir), on the database
+  ``BASALT_TEST_BACKEND`` selects: SQLite in the test's ``tmp_path`` (the
+  default), or with ``postgres`` a schema of its own, dropped when the test
+  ends. Needs pytest-asyncio.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Fixtures of the auth tests: signing keys made at test time, tokens signed with
-PyJWT, key sets served from files, ``data:`` URLs and a real local HTTP server."""
+PyJWT, key sets served from files, ``data:`` URLs and a real local HTTP server
+(``server_env`` comes from ``tests/conftest.py``)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from convex.http_client import ConvexHttpClient
 from basalt.runtime import Runtime, load_app
 from basalt.server.app import BasaltApp
 from basalt.server.auth import build_authenticator
-from basalt.storage.sqlite import SqliteEngine
+from basalt.testing.engines import drop_test_databases_sync, engine_for_tests
 
 from .helpers import APP_ID, ISSUER, SigningKey, jwks
 
@@ -106,7 +106,7 @@ def in_process_server(auth_app: Path, tmp_path: Path) -> Iterator[str]:
     server = uvicorn.Server(
         uvicorn.Config(
             BasaltApp(
-                Runtime(load_app(auth_app), SqliteEngine(tmp_path / "db.sqlite3")),
+                Runtime(load_app(auth_app), engine_for_tests(tmp_path, "db")),
                 build_authenticator(ADMIN_KEY, auth_app),
             ),
             lifespan="on",
@@ -127,6 +127,7 @@ def in_process_server(auth_app: Path, tmp_path: Path) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+        drop_test_databases_sync(tmp_path)
 
 
 def test_user_auth_through_http(
@@ -136,9 +137,15 @@ def test_user_auth_through_http(
 
 
 def test_user_auth_through_basalt_serve(
-    auth_app: Path, tmp_path: Path, rsa_key: SigningKey, rsa_key2: SigningKey
+    auth_app: Path,
+    tmp_path: Path,
+    rsa_key: SigningKey,
+    rsa_key2: SigningKey,
+    server_env: dict[str, str],
 ) -> None:
-    process = harness.BasaltProcess(auth_app, tmp_path / "data", admin_key=ADMIN_KEY)
+    process = harness.BasaltProcess(
+        auth_app, tmp_path / "data", admin_key=ADMIN_KEY, env=server_env
+    )
     process.start()
     try:
         started = time.monotonic()
@@ -149,12 +156,14 @@ def test_user_auth_through_basalt_serve(
 
 
 def test_user_auth_over_the_sync_websocket(
-    auth_app: Path, tmp_path: Path, rsa_key: SigningKey
+    auth_app: Path, tmp_path: Path, rsa_key: SigningKey, server_env: dict[str, str]
 ) -> None:
     """The official WebSocket client: set_auth with a JWT, then clear_auth."""
     from convex import ConvexClient
 
-    process = harness.BasaltProcess(auth_app, tmp_path / "data", admin_key=ADMIN_KEY)
+    process = harness.BasaltProcess(
+        auth_app, tmp_path / "data", admin_key=ADMIN_KEY, env=server_env
+    )
     process.start()
     try:
         client = ConvexClient(process.url)
@@ -170,12 +179,14 @@ def test_user_auth_over_the_sync_websocket(
 
 
 def test_a_bad_token_on_the_websocket_gets_auth_error(
-    auth_app: Path, tmp_path: Path, rsa_key: SigningKey
+    auth_app: Path, tmp_path: Path, rsa_key: SigningKey, server_env: dict[str, str]
 ) -> None:
     """An expired token: AuthError with the reason, then the server closes the socket."""
     import websockets.sync.client
 
-    process = harness.BasaltProcess(auth_app, tmp_path / "data", admin_key=ADMIN_KEY)
+    process = harness.BasaltProcess(
+        auth_app, tmp_path / "data", admin_key=ADMIN_KEY, env=server_env
+    )
     process.start()
     try:
         url = process.url.replace("http://", "ws://") + "/api/sync"

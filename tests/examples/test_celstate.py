@@ -22,6 +22,8 @@ import pytest
 import requests
 from convex.http_client import ConvexHttpClient
 
+from basalt.testing.engines import drop_test_databases_sync, server_env
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "celstate"
 
@@ -41,12 +43,18 @@ from pipeline.orchestrator import Orchestrator  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    process = harness.BasaltProcess(EXAMPLE / "functions", tmp_path_factory.mktemp("celstate-data"))
-    process.start()
+    """``basalt serve`` of the example, on the backend ``BASALT_TEST_BACKEND``
+    selects (with PostgreSQL, a schema of its own, dropped at the end)."""
+    data = tmp_path_factory.mktemp("celstate-data")
+    process = harness.BasaltProcess(EXAMPLE / "functions", data, env=server_env(data))
     try:
+        process.start()
         yield process
     finally:
-        process.stop()
+        try:
+            process.stop()
+        finally:
+            drop_test_databases_sync(data)
 
 
 def sha256(data: bytes) -> str:

@@ -4,9 +4,12 @@
   subprocess on 127.0.0.1, one per test session. If moto is not installed the
   S3 tests are skipped outside CI and fail under CI (``CI`` set).
 - ``blob_store``: an opened blob store, once per backend (local disk, S3).
-- ``files_app``: a runtime with a :class:`FileService` over that store, and
+- ``served``: a runtime with a :class:`FileService` over that store, and
   the file routes served by a real uvicorn on 127.0.0.1 (composed here the way
-  the server's app routes ``/api/storage/*``).
+  the server's app routes ``/api/storage/*``), on the database
+  ``BASALT_TEST_BACKEND`` selects (dropped at the end).
+- ``server_env`` (from ``tests/conftest.py``): what a ``basalt serve``
+  subprocess needs in its environment to use that database too.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from basalt.runtime.files import FileService
 from basalt.runtime.services import Services
 from basalt.server.asgi import Receive, Request, Scope, Send, cors_headers, error_response
 from basalt.server.files_routes import FileRoutes
-from basalt.storage.sqlite import SqliteEngine
+from basalt.testing.engines import (
+    drop_test_databases,
+    engine_for_tests,
+)
 
 from . import app as files_app_module
 
@@ -239,7 +245,7 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
         files = FileService(backend.make(), origin=url, **service_kw)
         runtime = Runtime(
             App.from_modules({"files": files_app_module, "schema": files_app_module.schema_module}),
-            SqliteEngine(tmp_path / "db.sqlite3"),
+            engine_for_tests(tmp_path, "db"),
             clock=clock,
             services=Services(files=files),
         )
@@ -265,8 +271,13 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
             await asyncio.sleep(0.005)
         return Served(url, runtime, files, backend, clock)
 
-    yield make
-    await stop_all()
+    try:
+        yield make
+    finally:
+        try:
+            await stop_all()
+        finally:
+            await drop_test_databases(tmp_path)
 
 
 @pytest.fixture

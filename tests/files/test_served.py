@@ -24,11 +24,13 @@ APP = Path(__file__).parent / "apps" / "assets"
 
 
 @pytest.fixture
-def processes() -> Iterator[Callable[..., BasaltProcess]]:
+def processes(server_env: dict[str, str]) -> Iterator[Callable[..., BasaltProcess]]:
+    """``processes(app, data, env)``: a ``basalt serve`` on the test's database
+    (stopped at the end, before the database is dropped)."""
     started: list[BasaltProcess] = []
 
     def make(app: Path, data: Path, env: dict[str, str]) -> BasaltProcess:
-        process = BasaltProcess(app, data, env=env)
+        process = BasaltProcess(app, data, env={**server_env, **env})
         started.append(process)
         return process
 

@@ -1,9 +1,11 @@
 """Fixtures of the HTTP action tests: the site ASGI app served by a real uvicorn
-on 127.0.0.1, over a real runtime on a temporary SQLite file.
+on 127.0.0.1, over a real runtime on the database ``BASALT_TEST_BACKEND``
+selects (a temporary SQLite file, or a PostgreSQL schema dropped at the end).
 
 ``site`` serves in the test's own event loop, so handlers and tests can share
 ``asyncio.Event`` objects; ``threaded_site`` serves from a thread (its own
-loop) for the synchronous httpx client.
+loop) for the synchronous httpx client. ``server_env`` comes from
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import uvicorn
 from basalt.runtime import App, Runtime
 from basalt.server.auth import Authenticator
 from basalt.server.site import SiteApp
-from basalt.storage.sqlite import SqliteEngine
+from basalt.testing.engines import drop_test_databases, drop_test_databases_sync, engine_for_tests
 
 
 class QuietServer(uvicorn.Server):
@@ -77,7 +79,7 @@ async def site(tmp_path: Path) -> AsyncIterator[MakeSite]:
         http: str = "httptools",
     ) -> Site:
         runtime = Runtime(
-            App.from_modules(modules), SqliteEngine(tmp_path / f"db{next(_counter)}.sqlite3")
+            App.from_modules(modules), engine_for_tests(tmp_path, f"db{next(_counter)}")
         )
         await runtime.start()
         app = SiteApp(runtime, authenticator)
@@ -92,12 +94,17 @@ async def site(tmp_path: Path) -> AsyncIterator[MakeSite]:
             await asyncio.sleep(0.005)
         return Site(url, runtime, app)
 
-    yield make
-    for server, task, runtime, sock in running:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-        await runtime.stop()
-        sock.close()
+    try:
+        yield make
+    finally:
+        try:
+            for server, task, runtime, sock in running:
+                server.should_exit = True
+                await asyncio.wait_for(task, 15)
+                await runtime.stop()
+                sock.close()
+        finally:
+            await drop_test_databases(tmp_path)
 
 
 @pytest.fixture
@@ -107,7 +114,7 @@ def threaded_site(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], str]]:
 
     def make(modules: dict[str, Any]) -> str:
         runtime = Runtime(
-            App.from_modules(modules), SqliteEngine(tmp_path / f"db{next(_counter)}.sqlite3")
+            App.from_modules(modules), engine_for_tests(tmp_path, f"db{next(_counter)}")
         )
         sock, url = _socket()
         server = QuietServer(_config(SiteApp(runtime), "httptools", "on"))
@@ -123,8 +130,11 @@ def threaded_site(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], str]]:
             time.sleep(0.005)
         return url
 
-    yield make
-    for server, thread, sock in running:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    try:
+        yield make
+    finally:
+        for server, thread, sock in running:
+            server.should_exit = True
+            thread.join(timeout=15)
+            sock.close()
+        drop_test_databases_sync(tmp_path)

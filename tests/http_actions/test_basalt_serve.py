@@ -78,8 +78,8 @@ def app(tmp_path: Path) -> Path:
     return folder
 
 
-def test_serve_streams_sse_with_cors(app: Path, tmp_path: Path) -> None:
-    process = harness.BasaltProcess(app, tmp_path / "data").start()
+def test_serve_streams_sse_with_cors(app: Path, tmp_path: Path, server_env: dict[str, str]) -> None:
+    process = harness.BasaltProcess(app, tmp_path / "data", env=server_env).start()
     try:
         site = site_url(process)
         assert site != process.url
@@ -107,9 +107,9 @@ def test_serve_streams_sse_with_cors(app: Path, tmp_path: Path) -> None:
         process.stop()
 
 
-def test_dev_reload_changes_routes(app: Path, tmp_path: Path) -> None:
+def test_dev_reload_changes_routes(app: Path, tmp_path: Path, server_env: dict[str, str]) -> None:
     (app / "http.py").unlink()
-    process = harness.BasaltProcess(app, tmp_path / "data", command="dev").start()
+    process = harness.BasaltProcess(app, tmp_path / "data", command="dev", env=server_env).start()
     try:
         site = site_url(process)
         assert httpx.get(site + "/count").status_code == 404

@@ -1,6 +1,8 @@
-"""Fixtures of the scheduler tests: a runtime with a :class:`Scheduler` over a
-temporary SQLite file, usually on a ManualClock (then jobs run when the test
-calls ``run_due``)."""
+"""Fixtures of the scheduler tests: a runtime with a :class:`Scheduler` over the
+database ``BASALT_TEST_BACKEND`` selects (a temporary SQLite file, or a
+PostgreSQL schema of the test, dropped at the end), usually on a ManualClock
+(then jobs run when the test calls ``run_due``). ``server_env`` comes from
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from basalt.runtime import App, Clock, ManualClock, Runtime
 from basalt.runtime.services import Services
 from basalt.scheduler import CronJobs, Scheduler
-from basalt.storage.sqlite import SqliteEngine
+from basalt.testing.engines import drop_test_databases, engine_for_tests
 
 from . import tasks
 
@@ -63,7 +65,8 @@ def _reset_tasks() -> None:
 
 @pytest.fixture
 async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
-    """Start a runtime + scheduler over ``tmp_path/db``; all are stopped at the end."""
+    """Start a runtime + scheduler over database ``db`` of this test (runtimes
+    given the same ``db`` share it); all are stopped at the end."""
     started: list[Env] = []
 
     async def make(
@@ -71,7 +74,7 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
         clock: Clock | None = None,
         crons: CronJobs | None = None,
         background: bool | None = None,
-        db: str = "db.sqlite3",
+        db: str = "db",
         **scheduler_options: Any,
     ) -> Env:
         app = App.from_modules({"tasks": tasks})
@@ -79,15 +82,27 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
         clock = clock if clock is not None else ManualClock(START_MS)
         scheduler = Scheduler(background=background, **scheduler_options)
         runtime = Runtime(
-            app, SqliteEngine(tmp_path / db), clock=clock, services=Services(scheduler=scheduler)
+            app,
+            engine_for_tests(tmp_path, db),
+            clock=clock,
+            services=Services(scheduler=scheduler),
         )
         await runtime.start()
-        await scheduler.start(runtime)
+        try:
+            await scheduler.start(runtime)
+        except BaseException:
+            await runtime.stop()
+            raise
         env = Env(runtime, scheduler, clock)
         started.append(env)
         return env
 
-    yield make
-    for env in reversed(started):
-        await env.scheduler.stop()
-        await env.runtime.stop()
+    try:
+        yield make
+    finally:
+        try:
+            for env in reversed(started):
+                await env.scheduler.stop()
+                await env.runtime.stop()
+        finally:
+            await drop_test_databases(tmp_path)

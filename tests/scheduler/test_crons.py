@@ -204,7 +204,7 @@ async def test_crons_that_name_a_missing_function_fail_at_start(make_env: MakeEn
     queries = cron_jobs()
     queries.interval("q", fn="tasks:count", args={"name": "x"}, minutes=1)
     with pytest.raises(SchedulingError, match="is a query"):
-        await make_env(crons=queries, db="other.sqlite3")
+        await make_env(crons=queries, db="other")
 
 
 def declare(call: Any) -> CronJobs:

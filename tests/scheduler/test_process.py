@@ -25,7 +25,8 @@ APP = Path(__file__).parent / "apps" / "jobs"
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Any]]:
+def servers(server_env: dict[str, str]) -> Iterator[list[Any]]:
+    """The servers a test starts, stopped at the end (before its database is dropped)."""
     started: list[Any] = []
     yield started
     for server in started:
@@ -33,12 +34,12 @@ def servers() -> Iterator[list[Any]]:
 
 
 def test_scheduled_mutations_run_exactly_once_across_kill_9(
-    servers: list[Any], tmp_path: Path
+    servers: list[Any], tmp_path: Path, server_env: dict[str, str]
 ) -> None:
     app = tmp_path / "app"
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__"))
     data = tmp_path / "data"
-    first = harness.BasaltProcess(app, data)
+    first = harness.BasaltProcess(app, data, env=server_env)
     servers.append(first)
     first.start()
     client = first.client()
@@ -58,7 +59,7 @@ def test_scheduled_mutations_run_exactly_once_across_kill_9(
     )
     first.kill9()
 
-    second = harness.BasaltProcess(app, data)
+    second = harness.BasaltProcess(app, data, env=server_env)
     servers.append(second)
     second.start()
     client = second.client()
@@ -73,6 +74,14 @@ def test_scheduled_mutations_run_exactly_once_across_kill_9(
     counts = Counter(final["done"])
     assert sorted(counts) == [float(i) for i in range(n)]
     assert set(counts.values()) == {1}, "a scheduled mutation ran twice"
+    # The slow action is failed at once on a SQLite file (one process); on
+    # PostgreSQL, which other live processes may share, once the lease of the
+    # killed runner ran out (15 s, looked for every 7.5 s).
+    final = harness.wait_until(
+        lambda: (s := summary())["slow"] != {"kind": "inProgress"} and s,
+        60,
+        "the interrupted action to be failed",
+    )
     assert final["slow"] == {
         "kind": "failed",
         "error": "the server stopped while this action was running",

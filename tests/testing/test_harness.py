@@ -1,20 +1,33 @@
-"""The basalt.testing harness and pytest fixture, as app authors use them."""
+"""The basalt.testing harness and pytest fixture, as app authors use them, on
+the backend ``BASALT_TEST_BACKEND`` selects."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from basalt import ConvexError
+from basalt.runtime.scheduling import SchedulingError
+from basalt.storage.base import Persistence
 from basalt.testing import BasaltTest
+from basalt.testing.engines import (
+    drop_test_databases,
+    engine_for_tests,
+    require_postgres,
+    schema_for,
+    selected_backend,
+)
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "basalt" / "cli" / "template"
 
 
 @pytest.mark.basalt_app(str(TEMPLATE))
 async def test_fixture_runs_the_app_on_a_fresh_database(basalt: BasaltTest) -> None:
+    assert engine_kind(basalt.runtime.storage) == selected_backend()
     assert await basalt.query("messages:list") == []
     message_id = await basalt.mutation("messages:send", {"author": "ann", "body": "hi"})
     assert await basalt.mutation("messages:like", {"id": message_id}) == 1.0
@@ -50,3 +63,83 @@ async def test_run_identity_and_clock() -> None:
         identity = await alice.run(whoami)
         assert identity["tokenIdentifier"] == "https://test.basalt|alice"
         assert await t.run(whoami) is None
+
+
+def engine_kind(storage: Persistence) -> str:
+    return {"SqliteEngine": "sqlite", "PostgresEngine": "postgres"}[type(storage).__name__]
+
+
+async def schema_exists(schema: str) -> bool:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(require_postgres()) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        return await cur.fetchone() is not None
+
+
+async def test_the_default_database_follows_the_switch(tmp_path: Path) -> None:
+    """SQLite in the data folder (kept there), or a PostgreSQL schema of the
+    harness's own that is gone once it exits."""
+    data = tmp_path / "data"
+    async with BasaltTest(TEMPLATE, data_dir=data) as t:
+        await t.mutation("messages:send", {"author": "ann", "body": "hi"})
+        storage = t.runtime.storage
+        assert engine_kind(storage) == selected_backend()
+        if selected_backend() == "postgres":
+            assert getattr(storage, "schema", None) == schema_for(data, "basalt")
+            assert await schema_exists(schema_for(data, "basalt"))
+    if selected_backend() == "sqlite":
+        assert (data / "basalt.sqlite3").is_file()
+    else:
+        assert not await schema_exists(schema_for(data, "basalt"))
+        assert not (data / "basalt.sqlite3").exists()
+
+
+async def test_a_temporary_folder_is_removed_on_exit() -> None:
+    async with BasaltTest(TEMPLATE) as t:
+        await t.mutation("messages:send", {"author": "ann", "body": "hi"})
+        data = t._data_dir
+        assert data is not None and data.is_dir()
+    assert not data.exists()
+    if selected_backend() == "postgres":
+        assert not await schema_exists(schema_for(data, "basalt"))
+
+
+async def test_a_given_engine_is_used_and_its_data_kept(tmp_path: Path) -> None:
+    try:
+        async with BasaltTest(TEMPLATE, storage=engine_for_tests(tmp_path, "mine")) as t:
+            await t.mutation("messages:send", {"author": "ann", "body": "kept"})
+        async with BasaltTest(TEMPLATE, storage=engine_for_tests(tmp_path, "mine")) as t:
+            assert [m["body"] for m in await t.query("messages:list")] == ["kept"]
+        async with BasaltTest(TEMPLATE, data_dir=tmp_path) as t:  # the default engine
+            assert await t.query("messages:list") == []
+    finally:
+        await drop_test_databases(tmp_path)
+
+
+async def test_the_harness_cleans_up_when_the_app_fails_to_start(tmp_path: Path) -> None:
+    """The database is opened, then the scheduler refuses the app's crons: the
+    harness closes the engine and drops its schema on the way out."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "crons.py").write_text(
+        "from basalt.scheduler import cron_jobs\n\n"
+        "crons = cron_jobs()\n"
+        'crons.interval("bad", fn="nowhere:missing", minutes=1)\n'
+    )
+    data = tmp_path / "data"
+    t = BasaltTest(app, data_dir=data)
+    with pytest.raises(SchedulingError, match="cron 'bad': Could not find function"):
+        await t.__aenter__()
+    if selected_backend() == "postgres":
+        assert not await schema_exists(schema_for(data, "basalt"))
+    else:
+        assert (data / "basalt.sqlite3").is_file()  # it was opened
+
+
+def test_importing_basalt_testing_does_not_import_pytest() -> None:
+    code = (
+        "import sys, basalt.testing; "
+        "assert 'pytest' not in sys.modules and '_pytest' not in sys.modules, 'pytest imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
