@@ -258,8 +258,19 @@ class Runtime:
     async def _run_query(
         self, function: Function, args: dict[str, Any], identity: dict[str, Any] | None
     ) -> Outcome:
-        async with self.storage.read() as tx:
-            return await self.run_query_in(tx, function, args, identity)
+        attempt = 0
+        while True:
+            try:
+                async with self.storage.read() as tx:
+                    return await self.run_query_in(tx, function, args, identity)
+            except WriteConflict:
+                # A serializable read refused by the engine (PostgreSQL can cancel a
+                # reader rather than let it see a state no serial order explains).
+                attempt += 1
+                self.conflict_retries += 1
+                if attempt > MAX_CONFLICT_RETRIES:
+                    return Outcome(error=_given_up(function), log_lines=[])
+                await _backoff(attempt)
 
     async def run_query_in(
         self,
@@ -383,13 +394,9 @@ class Runtime:
                 attempt += 1
                 self.conflict_retries += 1
                 if attempt > MAX_CONFLICT_RETRIES:
-                    outcome.error = BasaltError(
-                        f"{function.path} kept conflicting with other writes and was given up "
-                        f"after {MAX_CONFLICT_RETRIES} retries",
-                        code="OptimisticConcurrencyControlFailure",
-                    )
+                    outcome.error = _given_up(function)
                     return outcome
-                await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())
+                await _backoff(attempt)
 
     def action_ctx(self, identity: dict[str, Any] | None, lines: list[str]) -> ActionCtx:
         """The ``ctx`` of an action (or HTTP action) run for ``identity``; the log
@@ -442,3 +449,17 @@ class Runtime:
                 determinism.current.reset(d_token)
             logs.current.reset(l_token)
             logs.finish(log)
+
+
+def _given_up(function: Function) -> BasaltError:
+    return BasaltError(
+        f"{function.path} kept conflicting with other writes and was given up "
+        f"after {MAX_CONFLICT_RETRIES} retries",
+        code="OptimisticConcurrencyControlFailure",
+    )
+
+
+async def _backoff(attempt: int) -> None:
+    """Sleep before retry ``attempt`` of a conflicting transaction (exponential,
+    capped at 0.1 s, with full jitter)."""
+    await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())
