@@ -18,7 +18,6 @@ re-encoding the decoded id reproduces it exactly.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -47,8 +46,8 @@ _TO_INT32_DIGITS: dict[int, str | None] = dict.fromkeys(range(128))
 _TO_INT32_DIGITS.update(
     {ord(c): "0123456789abcdefghijklmnopqrstuv"[i] for i, c in enumerate(ALPHABET)}
 )
-# The RFC 4648 base32 alphabet onto the Crockford one (same bit order).
-_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET.encode())
+# 10 bits → two characters, for encoding two characters per step.
+_PAIRS = [ALPHABET[i >> 5] + ALPHABET[i & 31] for i in range(1024)]
 
 
 def _fletcher16(data: bytes) -> int:
@@ -66,7 +65,14 @@ def _vint(n: int) -> bytes:
 
 
 def _base32(data: bytes) -> str:
-    return base64.b32encode(data).rstrip(b"=").translate(_FROM_RFC4648).decode("ascii")
+    bits = len(data) * 8
+    chars = -(-bits // 5)
+    n = int.from_bytes(data, "big") << (chars * 5 - bits)
+    pairs = _PAIRS
+    out = [pairs[(n >> shift) & 1023] for shift in range((chars >> 1) * 10 - 10, -1, -10)]
+    if chars & 1:
+        out.insert(0, ALPHABET[n >> ((chars - 1) * 5)])
+    return "".join(out)
 
 
 def encode_id(table_number: int, internal_id: bytes) -> str:
