@@ -126,7 +126,7 @@ class PostgresEngine:
             raise
         self._pool = pool
         try:
-            async with pool.connection() as conn:
+            async with self._connection() as conn:
                 layout = q.LAYOUT.format(schema=self.schema)
                 setup = f"SELECT pg_advisory_xact_lock({_key(f'basalt.layout.{self.schema}')});"
                 async with conn.transaction():
@@ -139,7 +139,9 @@ class PostgresEngine:
             self._adopt_catalog(catalog, int(version))
             self._visible_ts = self._delivered_ts = int(ts)
             self.start_listening()
-            await asyncio.wait_for(self._listening.wait(), timeout=30)
+            # Not asyncio.wait_for: on Python 3.11 it can drop a cancellation (see _getconn).
+            async with asyncio.timeout(30):
+                await self._listening.wait()
         except BaseException:
             await self.close()
             raise
@@ -154,6 +156,17 @@ class PostgresEngine:
         if self._pool is None:
             raise StorageError("the PostgreSQL engine is not open")
         return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A pooled connection for one statement or transaction (``pool.connection()``,
+        but cancellable: see :func:`_getconn`)."""
+        pool = self._get_pool()
+        conn = await _getconn(pool)
+        try:
+            yield conn
+        finally:
+            await _putconn(pool, conn)
 
     def _adopt_catalog(self, catalog: MemoryCatalog, version: int) -> None:
         if version > self._catalog_version:
@@ -171,45 +184,43 @@ class PostgresEngine:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PgReader]:
         pool = self._get_pool()
-        conn = await pool.getconn()
+        conn = await _getconn(pool)
         try:
             version, ts = await begin(conn, q.BEGIN_READ)
             self._visible_ts = max(self._visible_ts, int(ts))
             yield PgReader(conn, await self._catalog_at(conn, int(version)), int(ts))
         finally:
-            await _end(conn)
-            await pool.putconn(conn)
+            await _release(pool, conn)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[PgWriter]:
         pool = self._get_pool()
-        conn = await pool.getconn()
+        conn = await _getconn(pool)
         try:
             (version,) = await begin(conn, q.BEGIN_WRITE)
             yield PgWriter(self, conn, await self._catalog_at(conn, int(version)))
         finally:
-            await _end(conn)
-            await pool.putconn(conn)
+            await _release(pool, conn)
 
     async def latest_ts(self) -> int:
-        async with self._get_pool().connection() as conn:
+        async with self._connection() as conn:
             rows = await fetch(conn, q.LATEST_TS)
         self._visible_ts = max(self._visible_ts, int(rows[0][0]))
         return self._visible_ts
 
     async def get_meta(self, key: str) -> str | None:
-        async with self._get_pool().connection() as conn:
+        async with self._connection() as conn:
             rows = await fetch(conn, q.GET_META, (key,))
         return str(rows[0][0]) if rows else None
 
     async def commits_since(self, ts: int, limit: int = 1000) -> list[Commit]:
-        async with self._get_pool().connection() as conn:
+        async with self._connection() as conn:
             rows = await fetch(conn, q.COMMITS_SINCE, (ts, limit))
         return [decode_commit(int(t), bytes(w)) for t, w in rows]
 
     async def prune_commits(self, before_ts: int) -> int:
         """Drop commit-log entries older than ``before_ts`` (the newest is kept)."""
-        async with self._get_pool().connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(q.PRUNE, (before_ts,))
             return cur.rowcount
 
@@ -302,6 +313,42 @@ class PostgresEngine:
                         await conn.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+
+async def _getconn(pool: AsyncConnectionPool[Conn]) -> Conn:
+    """``pool.getconn()``, raising the cancellation that psycopg_pool may drop.
+
+    A client that waits for a connection waits in ``asyncio.wait_for``, which on
+    Python 3.11 returns the inner result instead of raising ``CancelledError``
+    when the task is cancelled in the loop iteration that the connection arrives
+    (CPython gh-86296; fixed in 3.12). The cancelled task would then go on as if
+    never cancelled: a sync hub being stopped would start another refresh cycle
+    and never end. ``Task.cancelling()`` still counts the request: give the
+    connection back and raise it.
+    """
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    conn = await pool.getconn()
+    if task is not None and task.cancelling() > cancelling:
+        await _putconn(pool, conn)
+        raise asyncio.CancelledError
+    return conn
+
+
+async def _putconn(pool: AsyncConnectionPool[Conn], conn: Conn) -> None:
+    """Give ``conn`` back to the pool, even if the caller is cancelled meanwhile
+    (the pool would lose the connection for good)."""
+    await asyncio.shield(pool.putconn(conn))
+
+
+async def _release(pool: AsyncConnectionPool[Conn], conn: Conn) -> None:
+    """End the transaction on ``conn`` and give it back to the pool. A
+    cancellation during the ROLLBACK still returns it: the pool rolls back (or
+    replaces) a connection that comes back inside a transaction."""
+    try:
+        await _end(conn)
+    finally:
+        await _putconn(pool, conn)
 
 
 async def _end(conn: Conn) -> None:

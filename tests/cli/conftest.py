@@ -1,7 +1,11 @@
 """Fixtures of the CLI tests: ``basalt`` run as a real subprocess.
 
 The server harness is shared with ``tests/server`` (loaded by path, so it does
-not depend on how the test folders are packaged).
+not depend on how the test folders are packaged). Every command and server of a
+test keeps a data folder's data in that folder's test database on the backend
+``BASALT_TEST_BACKEND`` selects (see ``harness.database_env``); the
+``databases`` fixture hands out their environments and engines and drops the
+PostgreSQL schemas at the end of the test.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from basalt.storage.base import Persistence
+from basalt.testing.engines import drop_test_databases_sync
 
 _HARNESS = Path(__file__).resolve().parents[1] / "server" / "harness.py"
 _spec = importlib.util.spec_from_file_location("_basalt_cli_test_harness", _HARNESS)
@@ -48,9 +55,48 @@ def basalt(
     )
 
 
+class Databases:
+    """The data folders whose test databases a test uses, to drop at its end."""
+
+    def __init__(self) -> None:
+        self.folders: dict[Path, None] = {}
+
+    def env(self, data: Path, **extra: str) -> dict[str, str]:
+        """The environment of a ``basalt`` command on data folder ``data``: no
+        Basalt settings of the machine, and the folder's test database."""
+        self.folders[data] = None
+        return clean_env(**{**harness.database_env(data), **extra})
+
+    def engine(self, data: Path) -> Persistence:
+        """The engine (not yet opened) of data folder ``data``'s test database."""
+        self.folders[data] = None
+        return harness.data_engine(data)
+
+    def drop(self) -> None:
+        for data in self.folders:
+            harness.drop_database(data)
+
+
+@pytest.fixture(autouse=True)
+def databases(tmp_path: Path) -> Iterator[Databases]:
+    """The test databases of data folders (see :class:`Databases`), dropped at
+    the end of the test (after ``basalt_process`` has stopped its servers),
+    with those of every data folder directly in ``tmp_path`` (which tests open
+    with ``harness.data_engine``)."""
+    used = Databases()
+    try:
+        yield used
+    finally:
+        try:
+            used.drop()
+        finally:
+            drop_test_databases_sync(tmp_path)
+
+
 @pytest.fixture
-def basalt_process() -> Iterator[Callable[..., Any]]:
-    """A factory of ``basalt serve|dev`` processes, all stopped after the test."""
+def basalt_process(databases: Databases) -> Iterator[Callable[..., Any]]:
+    """A factory of ``basalt serve|dev`` processes, all stopped after the test
+    (their data folders' databases are dropped then)."""
     started: list[Any] = []
 
     def make(app: Path, data: Path, **kw: Any) -> Any:
@@ -58,9 +104,10 @@ def basalt_process() -> Iterator[Callable[..., Any]]:
         started.append(process)
         return process
 
-    yield make
-    for process in started:
-        process.stop()
+    try:
+        yield make
+    finally:
+        harness.stop_all(started)
 
 
 @pytest.fixture

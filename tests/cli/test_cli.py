@@ -13,7 +13,7 @@ import pytest
 from convex import ConvexError
 from convex.http_client import ConvexExecutionError
 
-from .conftest import basalt, clean_env, wait_until
+from .conftest import Databases, basalt, clean_env, wait_until
 
 SEND = '{"author": "ada", "body": "hello"}'
 
@@ -71,15 +71,16 @@ def run_json(*args: str, **kw: Any) -> Any:
 
 
 def test_run_in_process_then_through_the_running_server(
-    project: Path, tmp_path: Path, basalt_process: Callable[..., Any]
+    project: Path, tmp_path: Path, basalt_process: Callable[..., Any], databases: Databases
 ) -> None:
     app, data = project / "functions", project / ".basalt"
     where = ["--app", str(app), "--data", str(data)]
+    env = databases.env(data)
 
     # No server: the function runs in this process, on the data folder.
-    first_id = run_json("messages:send", SEND, *where)
+    first_id = run_json("messages:send", SEND, *where, env=env)
     assert isinstance(first_id, str)
-    [doc] = run_json("messages:list", *where)
+    [doc] = run_json("messages:list", *where, env=env)
     assert (doc["_id"], doc["body"]) == (first_id, "hello")
     assert not (data / "server.json").exists()
 
@@ -90,24 +91,26 @@ def test_run_in_process_then_through_the_running_server(
     empty = tmp_path / "empty"
     empty.mkdir()
     elsewhere = ["--app", str(empty), "--data", str(data)]
-    second_id = run_json("messages:send", '{"author": "bob", "body": "via server"}', *elsewhere)
+    second_id = run_json(
+        "messages:send", '{"author": "bob", "body": "via server"}', *elsewhere, env=env
+    )
     bodies = [d["body"] for d in server.client().query("messages:by_author", {"author": "bob"})]
     assert bodies == ["via server"]
-    listed = run_json("messages:list", *elsewhere)
+    listed = run_json("messages:list", *elsewhere, env=env)
     assert [d["_id"] for d in listed] == [second_id, first_id]  # newest first
 
     # Errors come back from the server too.
-    result = basalt("run", "messages:nope", *elsewhere)
+    result = basalt("run", "messages:nope", *elsewhere, env=env)
     assert result.returncode != 0
     assert "messages:nope" in result.stderr
-    result = basalt("run", "messages:send", '{"author": "a", "body": " "}', *elsewhere)
+    result = basalt("run", "messages:send", '{"author": "a", "body": " "}', *elsewhere, env=env)
     assert result.returncode != 0
     assert "EMPTY" in result.stderr
 
     # Once the server is gone (even killed, leaving its marker), back to in-process.
     server.kill9()
     assert (data / "server.json").exists()
-    assert len(run_json("messages:list", *where)) == 2
+    assert len(run_json("messages:list", *where, env=env)) == 2
 
 
 def test_run_with_explicit_url_and_admin_key(
@@ -127,25 +130,27 @@ def test_run_with_explicit_url_and_admin_key(
     assert "cannot reach" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_run_with_a_bad_function_path(project: Path) -> None:
+def test_run_with_a_bad_function_path(project: Path, databases: Databases) -> None:
     where = ["--app", str(project / "functions"), "--data", str(project / ".basalt")]
+    env = databases.env(project / ".basalt")
     for path in ("messages:nope", "nomodule:fn"):
-        result = basalt("run", path, *where)
+        result = basalt("run", path, *where, env=env)
         assert result.returncode != 0
         assert path in result.stderr
         assert "Could not find function" in result.stderr
         assert result.stdout == ""
 
 
-def test_run_with_bad_arguments(project: Path) -> None:
+def test_run_with_bad_arguments(project: Path, databases: Databases) -> None:
     where = ["--app", str(project / "functions"), "--data", str(project / ".basalt")]
-    result = basalt("run", "messages:send", "{not json", *where)
+    env = databases.env(project / ".basalt")
+    result = basalt("run", "messages:send", "{not json", *where, env=env)
     assert result.returncode != 0 and "JSON" in result.stderr
-    result = basalt("run", "messages:send", "[1]", *where)
+    result = basalt("run", "messages:send", "[1]", *where, env=env)
     assert result.returncode != 0 and "object" in result.stderr
-    result = basalt("run", "messages:send", '{"author": "a"}', *where)
+    result = basalt("run", "messages:send", '{"author": "a"}', *where, env=env)
     assert result.returncode != 0 and "body" in result.stderr
-    result = basalt("run", "messages:send", '{"author": "a", "body": "  "}', *where)
+    result = basalt("run", "messages:send", '{"author": "a", "body": "  "}', *where, env=env)
     assert result.returncode != 0 and "EMPTY" in result.stderr
 
 
@@ -242,11 +247,21 @@ def test_dev_reloads_an_edit_that_keeps_size_and_mtime(
     assert client.query("messages:version") == "v2"
 
 
-def test_serve_with_a_broken_app_exits_with_the_error(project: Path, tmp_path: Path) -> None:
+def test_serve_with_a_broken_app_exits_with_the_error(
+    project: Path, tmp_path: Path, databases: Databases
+) -> None:
     messages = project / "functions" / "messages.py"
     messages.write_text(messages.read_text() + BROKEN)
+    data = tmp_path / "d"
     result = basalt(
-        "serve", "--app", str(project / "functions"), "--data", str(tmp_path / "d"), "--port", "0"
+        "serve",
+        "--app",
+        str(project / "functions"),
+        "--data",
+        str(data),
+        "--port",
+        "0",
+        env=databases.env(data),
     )
     assert result.returncode != 0
     assert "messages.py:" in result.stderr and "SyntaxError" in result.stderr
@@ -254,9 +269,12 @@ def test_serve_with_a_broken_app_exits_with_the_error(project: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("command", ["serve", "dev"])
-def test_missing_app_folder_is_a_clear_error(command: str, tmp_path: Path) -> None:
+def test_missing_app_folder_is_a_clear_error(
+    command: str, tmp_path: Path, databases: Databases
+) -> None:
     data = tmp_path / "data"
-    result = basalt(command, "--app", str(tmp_path / "missing"), "--data", str(data), "--port", "0")
+    where = ["--app", str(tmp_path / "missing"), "--data", str(data), "--port", "0"]
+    result = basalt(command, *where, env=databases.env(data))
     assert result.returncode != 0
     assert "missing" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr

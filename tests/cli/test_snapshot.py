@@ -1,4 +1,8 @@
-"""``basalt export`` / ``basalt import``: snapshot ZIPs between deployments."""
+"""``basalt export`` / ``basalt import``: snapshot ZIPs between deployments.
+
+Deployments are data folders whose databases are on the backend
+``BASALT_TEST_BACKEND`` selects (``harness.data_engine``), except in the test
+of the move from SQLite to PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from basalt.cli.snapshot_import import import_snapshot
 from basalt.files import LocalBlobStore, blob_key
 from basalt.runtime import load_app
 from basalt.runtime.files import FileService
+from basalt.server.config import SQLITE_FILE
 from basalt.storage.base import Persistence
 from basalt.storage.sqlite import SqliteEngine
 from basalt.testing.engines import drop_test_databases, engine_for_tests
@@ -32,7 +37,11 @@ from basalt.testing.harness import BasaltTest
 from basalt.values.ids import decode_id
 from basalt.values.wire import dumps_stored
 
-from .conftest import basalt
+from .conftest import Databases, basalt, harness
+
+#: how the test process opens a data folder's database
+Engine = Callable[[Path], Persistence]
+data_engine: Engine = harness.data_engine
 
 SCHEMA = """
 from basalt import define_schema, define_table, v
@@ -114,12 +123,10 @@ def write_app(folder: Path, schema: str = SCHEMA) -> Path:
     return folder
 
 
-@pytest.fixture
-async def source(tmp_path: Path) -> Source:
+async def make_source(app: Path, data: Path, storage: Persistence) -> Source:
     """A deployment with users, messages (int64, bytes, NaN …), two files and a
-    pending job, in ``tmp_path/src``."""
-    app, data = write_app(tmp_path / "app"), tmp_path / "src"
-    async with BasaltTest(app, data_dir=data) as t:
+    pending job: ``app`` on ``storage``, its files in ``data``."""
+    async with BasaltTest(app, data_dir=data, storage=storage) as t:
         users = [await t.mutation("data:add_user", {"name": n}) for n in ("ada", "bob")]
         text = await t.action("data:store", {"data": b"hello, basalt\n", "type": "text/plain"})
         binary = await t.action("data:store", {"data": BINARY})
@@ -130,9 +137,22 @@ async def source(tmp_path: Path) -> Source:
     return Source(app, data, users, {text: b"hello, basalt\n", binary: BINARY}, job)
 
 
+@pytest.fixture
+async def source(tmp_path: Path, databases: Databases) -> Source:
+    """The deployment of :func:`make_source` in data folder ``tmp_path/src``."""
+    data = tmp_path / "src"
+    return await make_source(write_app(tmp_path / "app"), data, databases.engine(data))
+
+
+def sqlite_engine(data: Path) -> Persistence:
+    return SqliteEngine(data / SQLITE_FILE)
+
+
 @asynccontextmanager
-async def opened(data: Path) -> AsyncIterator[tuple[SqliteEngine, FileService]]:
-    storage = SqliteEngine(data / "basalt.sqlite3")
+async def opened(
+    data: Path, engine: Engine = data_engine
+) -> AsyncIterator[tuple[Persistence, FileService]]:
+    storage = engine(data)
     files = FileService(LocalBlobStore(data / "blobs"))
     await storage.open()
     await files.blobs.open()
@@ -143,9 +163,9 @@ async def opened(data: Path) -> AsyncIterator[tuple[SqliteEngine, FileService]]:
         await storage.close()
 
 
-async def dump(data: Path) -> dict[tuple[str, int], list[str]]:
+async def dump(data: Path, engine: Engine = data_engine) -> dict[tuple[str, int], list[str]]:
     """Every exported table (name, number) → its documents' exact stored encodings."""
-    async with opened(data) as (storage, _):
+    async with opened(data, engine) as (storage, _):
         return await dump_engine(storage)
 
 
@@ -170,8 +190,8 @@ async def blob(data: Path, storage_id: str) -> bytes:
             return b"".join([chunk async for chunk in reader])
 
 
-async def export_to(data: Path, out: Path) -> None:
-    async with opened(data) as (storage, files):
+async def export_to(data: Path, out: Path, engine: Engine = data_engine) -> None:
+    async with opened(data, engine) as (storage, files):
         await export_snapshot(storage, files, out)
 
 
@@ -184,16 +204,17 @@ async def import_from(data: Path, snapshot: Path, mode: str = "append", **kw: An
 
 
 async def test_cli_round_trip_keeps_everything(
-    source: Source, tmp_path: Path, basalt_process: Callable[..., Any]
+    source: Source, tmp_path: Path, basalt_process: Callable[..., Any], databases: Databases
 ) -> None:
     snapshot, target = tmp_path / "snap.zip", tmp_path / "dst"
-    result = basalt("export", "--data", str(source.data), "-o", str(snapshot))
+    env = databases.env(source.data)
+    result = basalt("export", "--data", str(source.data), "-o", str(snapshot), env=env)
     assert result.returncode == 0, result.stderr
     assert "exported 4 tables, 9 documents, 2 files" in result.stdout
     assert not snapshot.with_name("snap.zip.partial").exists()
 
     where = ["--data", str(target), "--app", str(source.app)]
-    result = basalt("import", str(snapshot), *where, "--append")
+    result = basalt("import", str(snapshot), *where, "--append", env=databases.env(target))
     assert result.returncode == 0, result.stderr
     assert "imported 4 tables, 9 documents, 2 files" in result.stdout
     assert "importing documents" in result.stderr  # the progress bar's final line
@@ -266,7 +287,8 @@ async def test_replace_empties_the_snapshot_tables_first(source: Source, tmp_pat
     snapshot, target = tmp_path / "snap.zip", tmp_path / "dst"
     await export_to(source.data, snapshot)
     await import_from(target, snapshot)
-    async with BasaltTest(source.app, data_dir=target) as t:  # the target lives on
+    # The target lives on.
+    async with BasaltTest(source.app, data_dir=target, storage=data_engine(target)) as t:
         await t.mutation("data:add_user", {"name": "carol"})
         extra = await t.action("data:store", {"data": b"not in the snapshot"})
         await t.run(lambda ctx: ctx.db.delete(source.users[1]))
@@ -355,10 +377,18 @@ async def test_an_empty_deployment_round_trips(tmp_path: Path) -> None:
 
 
 def test_a_data_folder_a_server_uses_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    databases: Databases,
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
+    for name in ("BASALT_DATABASE_URL", "BASALT_DATABASE_SCHEMA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in databases.env(data).items():
+        if name.startswith("BASALT_"):
+            monkeypatch.setenv(name, value)
     marker = {"url": "http://127.0.0.1:1", "pid": os.getpid(), "adminKey": None}
     (data / "server.json").write_text(json.dumps(marker))
     out = str(tmp_path / "snap.zip")
@@ -371,20 +401,25 @@ def test_a_data_folder_a_server_uses_is_refused(
     assert main(["import", out, "--data", str(data), "--append", "--force"]) == 0
 
 
-def test_import_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
-    bogus = tmp_path / "bogus.zip"
+def test_import_reports_a_bad_file_without_a_traceback(
+    tmp_path: Path, databases: Databases
+) -> None:
+    bogus, data = tmp_path / "bogus.zip", tmp_path / "d"
     with zipfile.ZipFile(bogus, "w") as zf:
         zf.writestr("users/documents.jsonl", "{}\n")
-    result = basalt("import", str(bogus), "--data", str(tmp_path / "d"), "--replace")
+    result = basalt("import", str(bogus), "--data", str(data), "--replace", env=databases.env(data))
     assert result.returncode == 1
     assert "not a Basalt snapshot" in result.stderr and "Traceback" not in result.stderr
     assert io.StringIO(result.stderr).readline().startswith("error:")
 
 
-async def test_sqlite_to_postgresql_and_back(source: Source, tmp_path: Path) -> None:
+async def test_sqlite_to_postgresql_and_back(tmp_path: Path) -> None:
     """Skipped (failed under CI) when PostgreSQL is not reachable at the test URL."""
+    # The subject is the move from SQLite: the source is on SQLite on both backends.
+    data = tmp_path / "src"
+    source = await make_source(write_app(tmp_path / "app"), data, sqlite_engine(data))
     snapshot, back = tmp_path / "snap.zip", tmp_path / "back.zip"
-    await export_to(source.data, snapshot)
+    await export_to(source.data, snapshot, sqlite_engine)
     engine = engine_for_tests(tmp_path, "target", backend="postgres")
     files = FileService(LocalBlobStore(tmp_path / "pg-blobs"))
     await engine.open()
@@ -392,9 +427,9 @@ async def test_sqlite_to_postgresql_and_back(source: Source, tmp_path: Path) -> 
     try:
         summary = await import_snapshot(engine, files, snapshot, mode="append")
         assert (summary.documents, summary.files) == (9, 2)
-        assert await dump_engine(engine) == await dump(source.data)
+        assert await dump_engine(engine) == await dump(source.data, sqlite_engine)
         summary = await import_snapshot(engine, files, snapshot, mode="replace")
-        assert await dump_engine(engine) == await dump(source.data)
+        assert await dump_engine(engine) == await dump(source.data, sqlite_engine)
         with pytest.raises(SnapshotError, match="already exists"):
             await import_snapshot(engine, files, snapshot, mode="append")
         await export_snapshot(engine, files, back)

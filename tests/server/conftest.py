@@ -3,7 +3,9 @@
 One server (session scope) serves the app in ``apps/basic`` for the HTTP API
 tests; tests that need their own servers (durability, admin key) start them
 with :class:`BasaltProcess`. Every test keeps to its own data (a unique tag),
-so the tests do not depend on their order.
+so the tests do not depend on their order. Servers keep their data on the
+backend ``BASALT_TEST_BACKEND`` selects (see :mod:`.harness`); PostgreSQL
+schemas are dropped once the servers on them have stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import httpx
 import pytest
 from convex.http_client import ConvexHttpClient
 
-from .harness import APPS, BasaltProcess
+from .harness import APPS, BasaltProcess, stop_all
 
 
 @pytest.fixture
@@ -31,9 +33,10 @@ def basalt_process() -> Iterator[Callable[..., BasaltProcess]]:
         started.append(process)
         return process
 
-    yield make
-    for process in started:
-        process.stop()
+    try:
+        yield make
+    finally:
+        stop_all(started)
 
 
 @pytest.fixture
@@ -50,9 +53,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BasaltProcess]:
     root = tmp_path_factory.mktemp("server")
     app = root / "app"
     shutil.copytree(APPS / "basic", app, ignore=shutil.ignore_patterns("__pycache__"))
-    process = BasaltProcess(app, root / "data").start()
-    yield process
-    process.stop()
+    process = BasaltProcess(app, root / "data")
+    try:
+        yield process.start()
+    finally:
+        stop_all([process])
 
 
 @pytest.fixture

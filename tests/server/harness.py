@@ -1,6 +1,13 @@
 """Running ``basalt serve`` / ``basalt dev`` as a subprocess for end-to-end tests.
 
-Shared by ``tests/server`` and ``tests/cli`` (the latter loads this file by path).
+Shared by ``tests/server``, ``tests/cli`` and ``tests/scale`` (the latter two
+load this file by path).
+
+A data folder's database is on the backend ``BASALT_TEST_BACKEND`` selects:
+``DATA/basalt.sqlite3`` for SQLite, as ``basalt serve`` makes by default; for
+PostgreSQL a schema named after the data folder (:func:`database_env`), so that
+every process on one data folder (a server and its restart, ``basalt export``)
+shares it. Drop it with :func:`drop_database` once they have stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +28,15 @@ from typing import Any
 import httpx
 from convex.http_client import ConvexHttpClient
 
+from basalt.server.config import SQLITE_FILE
+from basalt.storage.base import Persistence
+from basalt.testing.engines import (
+    drop_test_databases_sync,
+    engine_for_tests,
+    selected_backend,
+    server_env,
+)
+
 APPS = Path(__file__).parent / "apps"
 ADMIN_KEY = "test-admin-key|" + uuid.uuid4().hex
 
@@ -37,6 +53,31 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def database_env(data: Path) -> dict[str, str]:
+    """What a ``basalt`` process on data folder ``data`` needs in its environment
+    to use that folder's test database: nothing for SQLite (the file is in the
+    folder), ``BASALT_DATABASE_URL`` and ``BASALT_DATABASE_SCHEMA`` for PostgreSQL."""
+    return server_env(data.parent, data.name)
+
+
+def data_engine(data: Path) -> Persistence:
+    """The storage engine (not yet opened) of data folder ``data``'s test
+    database, for the test process itself: the one ``basalt serve --data DATA``
+    uses with :func:`database_env`."""
+    if selected_backend() == "sqlite":
+        from basalt.storage.sqlite import SqliteEngine
+
+        return SqliteEngine(data / SQLITE_FILE)
+    return engine_for_tests(data.parent, data.name, backend="postgres")
+
+
+def drop_database(data: Path) -> None:
+    """Drop data folder ``data``'s PostgreSQL test database, if it has one (its
+    processes must have stopped; SQLite files go with the temporary folder)."""
+    if selected_backend() == "postgres":
+        drop_test_databases_sync(data.parent, data.name)
 
 
 def port_outside_ephemeral_range() -> int:
@@ -72,7 +113,9 @@ class BasaltProcess:
 
     By default the server picks a free port (``--port 0``) and records its URL
     in ``DATA/server.json``; everything it prints goes to a log file (see
-    :meth:`output`).
+    :meth:`output`). Its database is the data folder's test database
+    (:func:`database_env`) unless ``env`` names one with ``BASALT_DATABASE_URL``;
+    :attr:`database` then says which folder's database to drop after the test.
     """
 
     def __init__(
@@ -91,10 +134,23 @@ class BasaltProcess:
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("BASALT_ADMIN_KEY", "BASALT_DATABASE_URL", "BASALT_DURABILITY")
+            if k
+            not in (
+                "BASALT_ADMIN_KEY",
+                "BASALT_DATABASE_URL",
+                "BASALT_DATABASE_SCHEMA",
+                "BASALT_DURABILITY",
+            )
         }
         if admin_key is not None:
             self.env["BASALT_ADMIN_KEY"] = admin_key
+        #: the data folder whose PostgreSQL test database this process uses
+        #: (None: SQLite, or a database given in ``env``)
+        self.database: Path | None = None
+        if "BASALT_DATABASE_URL" not in (env or {}):
+            self.env.update(database_env(data))
+            if "BASALT_DATABASE_URL" in self.env:
+                self.database = data
         self.env.update(env or {})
         self.log_path = data.parent / f"{data.name}-{command}-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -183,3 +239,20 @@ class BasaltProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
+
+
+def stop_all(processes: list[BasaltProcess]) -> None:
+    """Stop every process (the others too when one fails to stop), then drop
+    the test databases they used."""
+    failures: list[Exception] = []
+    for process in processes:
+        try:
+            process.stop()
+        except Exception as exc:
+            failures.append(exc)
+    try:
+        for data in dict.fromkeys(p.database for p in processes if p.database is not None):
+            drop_database(data)
+    finally:
+        if failures:
+            raise failures[0]

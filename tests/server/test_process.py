@@ -114,6 +114,7 @@ def test_port_in_use_is_a_clear_error(
 ) -> None:
     server = basalt_process(basic_app, tmp_path / "one").start()
     port = server.url.rsplit(":", 1)[1]
+    other = basalt_process(basic_app, tmp_path / "two")  # not started: its environment
     result = subprocess.run(
         [
             sys.executable,
@@ -130,7 +131,7 @@ def test_port_in_use_is_a_clear_error(
         capture_output=True,
         text=True,
         timeout=60,
-        env=server.env,
+        env=other.env,
     )
     assert result.returncode != 0
     assert port in result.stderr and "--port" in result.stderr

@@ -1,8 +1,9 @@
-"""In-process harness for the sync layer: a real Runtime on a temporary SQLite
-file, a started :class:`SyncHub`, and :class:`Client` objects that drive a
-:class:`SyncSession` with the JSON frames an official client sends and check
-every message the session sends back, keeping a client-side model of the
-query results (as the Convex clients do)."""
+"""In-process harness for the sync layer: a real Runtime on the database
+``BASALT_TEST_BACKEND`` selects (a temporary SQLite file, or a PostgreSQL schema
+of the test, dropped at the end), a started :class:`SyncHub`, and
+:class:`Client` objects that drive a :class:`SyncSession` with the JSON frames
+an official client sends and check every message the session sends back,
+keeping a client-side model of the query results (as the Convex clients do)."""
 
 from __future__ import annotations
 
@@ -303,14 +304,18 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
         made.append(env)
         return env
 
-    yield make
-    for env in made:
-        for c in env.clients:
-            c.session.close()
-            await c.session.join_requests()
-        await env.hub.stop()
-        await env.runtime.stop()
-    await drop_test_databases(tmp_path)
+    try:
+        yield make
+    finally:
+        try:
+            for env in made:
+                for c in env.clients:
+                    c.session.close()
+                    await c.session.join_requests()
+                await env.hub.stop()
+                await env.runtime.stop()
+        finally:
+            await drop_test_databases(tmp_path)
 
 
 @pytest.fixture
