@@ -12,12 +12,12 @@ install:  ## create .venv and install Basalt with everything the tests need
 	@command -v npm >/dev/null || { echo "make install: npm not found; tests/js (the npm client tests) needs Node 20+ and npm" >&2; exit 1; }
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
-test:  ## lint, type-check and run the whole test suite
+test:  ## lint, type-check, then the whole test suite on SQLite and again on PostgreSQL
 	$(BIN)/ruff check basalt tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
-	BASALT_TEST_BACKEND=postgres $(BIN)/pytest -q tests/runtime tests/storage
+	BASALT_TEST_BACKEND=sqlite $(BIN)/pytest -q
+	BASALT_TEST_BACKEND=postgres $(BIN)/pytest -q
 
 lint:
 	$(BIN)/ruff check basalt tests bench examples

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from basalt.errors import (
     ArgumentValidationError,
@@ -41,6 +41,8 @@ CallKind = Literal["query", "mutation", "action"]
 
 #: How often a mutation is retried on a write conflict before giving up.
 MAX_CONFLICT_RETRIES = 20
+
+T = TypeVar("T")
 #: How many later commits ``query_at`` inspects before it gives up on a timestamp.
 SNAPSHOT_CHECK_LIMIT = 10_000
 
@@ -270,6 +272,21 @@ class Runtime:
                 self.conflict_retries += 1
                 if attempt > MAX_CONFLICT_RETRIES:
                     return Outcome(error=_given_up(function), log_lines=[])
+                await _backoff(attempt)
+
+    async def read(self, body: Callable[[ReadTransaction], Awaitable[T]]) -> T:
+        """``body(tx)`` in a read transaction, run again if the engine refuses
+        the snapshot (a serializable read that PostgreSQL cancels)."""
+        attempt = 0
+        while True:
+            try:
+                async with self.storage.read() as tx:
+                    return await body(tx)
+            except WriteConflict:
+                attempt += 1
+                self.conflict_retries += 1
+                if attempt > MAX_CONFLICT_RETRIES:
+                    raise
                 await _backoff(attempt)
 
     async def run_query_in(

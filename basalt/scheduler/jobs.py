@@ -30,7 +30,7 @@ from basalt.runtime.scheduling import (
     system_query,
 )
 from basalt.runtime.transaction import TxState
-from basalt.storage.base import Document, Persistence
+from basalt.storage.base import Document, Persistence, ReadTransaction
 
 T = TypeVar("T")
 
@@ -86,7 +86,8 @@ async def ensure_tables(storage: Persistence) -> None:
 async def read_system(runtime: Runtime, reader: Callable[[DatabaseReader], Awaitable[T]]) -> T:
     """Run ``reader(db)`` in a read transaction that may read system tables
     (no commit, unlike ``runtime.run_system``)."""
-    async with runtime.storage.read() as tx:
+
+    async def body(tx: ReadTransaction) -> T:
         state = TxState(
             tx,
             schema=None,
@@ -95,6 +96,8 @@ async def read_system(runtime: Runtime, reader: Callable[[DatabaseReader], Await
             system=True,
         )
         return await reader(DatabaseReader(state))
+
+    return await runtime.read(body)
 
 
 def describe_error(exc: BaseException) -> str:

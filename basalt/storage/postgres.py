@@ -20,11 +20,13 @@ schema per deployment. Transactions (:mod:`basalt.storage.postgres_tx`):
   holds a prefix of the commit log, and its ``ts`` (the newest commit in it)
   says exactly which commits it holds. The lock covers only the end of the
   commit (one statement and the COMMIT), not the transaction.
-- **Reads** run at ``REPEATABLE READ READ ONLY``: one snapshot, never a
-  conflict. (They do not take part in serializable snapshot isolation, so in
-  rare patterns a reader can see a state that no serial order of the writers
-  passes through — PostgreSQL's "read-only anomaly"; the writers themselves
-  stay serializable.)
+- **Reads** run at ``SERIALIZABLE READ ONLY`` and end with ``COMMIT``: they
+  take part in serializable snapshot isolation, so no reader sees a state that
+  no serial order of the writers passes through (PostgreSQL's "read-only
+  anomaly", which ``REPEATABLE READ`` — or a reader that rolls back — would
+  let through). PostgreSQL prevents it by cancelling the writer that would
+  complete it or, rarely, the reader; a cancelled reader raises
+  :class:`~basalt.errors.WriteConflict` and its caller runs it again.
 - **Catalog**: every transaction reads the one-row ``catalog_version`` in its
   BEGIN round trip and reloads tables and indexes when another process changed
   them; a transaction that changes the catalog bumps it, so it conflicts with any
@@ -52,7 +54,7 @@ from . import postgres_sql as q
 from .base import Commit
 from .catalog import MemoryCatalog
 from .commitlog import decode_commit
-from .postgres_tx import Conn, PgReader, PgWriter, begin, fetch, load_catalog
+from .postgres_tx import Conn, PgReader, PgWriter, begin, fetch, load_catalog, run
 
 try:
     import psycopg
@@ -189,6 +191,9 @@ class PostgresEngine:
             version, ts = await begin(conn, q.BEGIN_READ)
             self._visible_ts = max(self._visible_ts, int(ts))
             yield PgReader(conn, await self._catalog_at(conn, int(version)), int(ts))
+            # Committed, not rolled back: a serializable transaction that rolls back
+            # counts as never having read anything, and would not protect what it saw.
+            await run(conn, "COMMIT")
         finally:
             await _release(pool, conn)
 

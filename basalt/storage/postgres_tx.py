@@ -71,10 +71,17 @@ async def run(conn: Conn, sql: str, params: Sequence[Any] = ()) -> None:
 
 
 async def begin(conn: Conn, sql: str) -> tuple[Any, ...]:
-    """``BEGIN …; SELECT …`` in one round trip: the row the SELECT returns."""
-    cur = await conn.execute(sql)
-    cur.nextset()
-    row = await cur.fetchone()
+    """``BEGIN …; SELECT …`` in one round trip: the row the SELECT returns
+    (raising WriteConflict if a serializable transaction is refused already)."""
+    try:
+        cur = await conn.execute(sql)
+        cur.nextset()
+        row = await cur.fetchone()
+    except psycopg.Error as exc:
+        signal = conflict(exc)
+        if signal is not None:
+            raise signal from exc
+        raise
     assert row is not None
     return row
 

@@ -22,9 +22,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from basalt.errors import WriteConflict
 from basalt.runtime import Runtime
 from basalt.runtime.functions import Function
 from basalt.runtime.outcome import Outcome, error_data, error_message
+from basalt.runtime.runtime import MAX_CONFLICT_RETRIES
 from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json
@@ -332,16 +334,28 @@ class SyncHub:
                 await self.cycle()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except (Exception, WriteConflict):
                 log.exception("subscription refresh failed")
 
     async def cycle(self) -> None:
         """Re-run what changed at one snapshot, then let sessions send transitions.
 
         Cycles run one at a time (a call waits for the running one to finish).
+        A snapshot the engine refuses (a serializable read that PostgreSQL
+        cancels) is given up whole and the cycle runs again.
         """
-        async with self._cycle_lock:
-            await self._cycle()
+        attempt = 0
+        while True:
+            async with self._cycle_lock:
+                try:
+                    await self._cycle()
+                    return
+                except WriteConflict:
+                    attempt += 1
+                    self.runtime.conflict_retries += 1
+                    if attempt > MAX_CONFLICT_RETRIES:
+                        raise
+            await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
 
     async def _cycle(self) -> None:
         runtime = self.runtime
@@ -390,6 +404,10 @@ class SyncHub:
                     if entry.subscribers:  # the split may have moved them all
                         self._file(entry)
                     ran.append((entry, outcome.read_set))
+        except WriteConflict:
+            # Nothing this snapshot gave may be sent: all of it runs again.
+            self._pending.update(e for e in pending if e.subscribers)
+            raise
         except BaseException:
             # What did not run waits for the next cycle.
             self._pending.update(e for e in pending[done:] if e.subscribers)

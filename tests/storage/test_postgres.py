@@ -94,6 +94,44 @@ async def test_write_skew_is_a_write_conflict(pg: Open) -> None:
             await tb.commit()
 
 
+async def test_a_reader_never_sees_a_state_no_serial_order_passes_through(pg: Open) -> None:
+    """The read-only anomaly (Fekete, O'Neil and O'Neil, 2004): a withdrawal
+    reads both accounts; a deposit to the savings account commits; a reader
+    then sees the deposit but not the withdrawal; the withdrawal commits, its
+    penalty computed without the deposit. No serial order of the two writers
+    passes through what the reader saw, so one of the three must fail — and as
+    the reader has finished, it is the withdrawal, which the runtime retries."""
+    a, b, c = await pg(), await pg(), await pg()
+    async with a.write() as tx:
+        table = await tx.ensure_table("accounts")
+        checking = doc(table.number, 1.0, balance=0.0)
+        savings = doc(table.number, 2.0, balance=0.0)
+        await tx.insert(table, checking)
+        await tx.insert(table, savings)
+        await tx.commit()
+    seen: list[float] = []
+    with pytest.raises(WriteConflict):
+        async with a.write() as withdrawal:
+            x = await withdrawal.get(checking["_id"])
+            y = await withdrawal.get(savings["_id"])
+            assert x is not None and y is not None
+            async with b.write() as deposit:
+                saved = await deposit.get(savings["_id"])
+                assert saved is not None
+                await deposit.replace(table, saved, dict(saved, balance=20.0))
+                await deposit.commit()
+            async with c.read() as reader:
+                for account in (checking, savings):
+                    found = await reader.get(account["_id"])
+                    assert found is not None
+                    seen.append(found["balance"])
+            # Overdrawn by the snapshot's sums: a penalty of 1.
+            penalty = 1.0 if x["balance"] + y["balance"] - 10.0 < 0 else 0.0
+            await withdrawal.replace(table, x, dict(x, balance=x["balance"] - 10.0 - penalty))
+            await withdrawal.commit()
+    assert seen == [0.0, 20.0]
+
+
 async def test_commit_timestamps_increase_in_visibility_order(pg: Open) -> None:
     """Two engines commit concurrently while readers take snapshots: every
     snapshot holds exactly the commits up to its ts — a reader never sees a

@@ -64,6 +64,7 @@ class RuntimeParts(Protocol):
     def creation_times(self) -> CreationTimes: ...
     @property
     def limits(self) -> Limits: ...
+    async def read(self, body: Callable[[ReadTransaction], Awaitable[T]]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +202,7 @@ class FileService:
 
     async def read(self, body: Callable[[TxState], Awaitable[T]]) -> T:
         """Run ``body`` in a read transaction that may read system tables."""
-        async with self.runtime.storage.read() as tx:
-            return await body(self._state(tx))
+        return await self.runtime.read(lambda tx: body(self._state(tx)))
 
     async def write(self, body: Callable[[TxState], Awaitable[T]]) -> T:
         """Run ``body`` in a write transaction that may write system tables, and
