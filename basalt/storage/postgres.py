@@ -103,6 +103,11 @@ class PostgresEngine:
         #: the newest commit delivered to listeners (every older one was delivered)
         self._delivered_ts = 0
         self._deliver_lock = asyncio.Lock()
+        #: how many times commits were read back from the log to deliver them
+        self.log_reads = 0
+        #: commits of this process between taking their ts and being delivered
+        self._in_flight: dict[int, asyncio.Future[None]] = {}
+        self._catch_ups: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[Commit], None]] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -150,6 +155,9 @@ class PostgresEngine:
 
     async def close(self) -> None:
         await self.stop_listening()
+        for task in list(self._catch_ups):
+            task.cancel()
+        await asyncio.gather(*self._catch_ups, return_exceptions=True)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -239,18 +247,51 @@ class PostgresEngine:
         older commit of another process not delivered yet (``prev`` is the timestamp
         handed out just before this one)."""
         self._visible_ts = max(self._visible_ts, commit.ts)
+        earlier = self._in_flight.get(prev)
+        if earlier is not None:
+            # The commit before this one is this process's too, still finishing:
+            # it delivers itself first (or gives up its place), no log read needed.
+            await asyncio.shield(earlier)
+        if commit.ts <= self._delivered_ts:
+            return  # a catch-up read it from the log meanwhile
         if prev == self._delivered_ts and not self._deliver_lock.locked():
             self._deliver(commit)
             return
         # Catch up on this transaction's own connection: waiting for another one
         # while holding it could drain the pool.
         async with self._deliver_lock:
-            await self._catch_up_locked(conn)
+            if commit.ts > self._delivered_ts:
+                await self._catch_up_locked(conn)
+
+    def _expect(self, ts: int) -> None:
+        """A transaction of this process took ``ts`` and is about to COMMIT."""
+        self._in_flight[ts] = asyncio.get_running_loop().create_future()
+
+    def _settle(self, ts: int) -> None:
+        """``ts`` was delivered, or will not be by its own transaction (the COMMIT
+        failed or its outcome is unknown, or the task was cancelled): release
+        the commit waiting on it and, if it may be in the log undelivered, have
+        the log read."""
+        done = self._in_flight.pop(ts, None)
+        if done is not None and not done.done():
+            done.set_result(None)
+        if ts > self._delivered_ts and self._pool is not None:
+            task = asyncio.get_running_loop().create_task(self._catch_up())
+            self._catch_ups.add(task)
+            task.add_done_callback(self._catch_ups.discard)
+
+    async def _catch_up(self) -> None:
+        try:
+            async with self._deliver_lock, self._connection() as conn:
+                await self._catch_up_locked(conn)
+        except Exception:  # the next commit or notification catches up instead
+            log.exception("reading the commit log failed")
 
     def _deliver(self, commit: Commit) -> None:
         if commit.ts <= self._delivered_ts:
             return
         self._delivered_ts = commit.ts
+        self._settle(commit.ts)
         for listener in list(self._listeners):
             try:
                 listener(commit)
@@ -261,6 +302,7 @@ class PostgresEngine:
         """Deliver every commit in the log newer than the last one delivered (the
         caller holds the delivery lock)."""
         while True:
+            self.log_reads += 1
             rows = await fetch(conn, q.COMMITS_SINCE, (self._delivered_ts, CATCH_UP_BATCH))
             for ts, writes in rows:
                 self._visible_ts = max(self._visible_ts, ts)
@@ -304,7 +346,9 @@ class PostgresEngine:
                 self._listening.set()
                 delay = 0.05
                 async for notify in listen.notifies():
-                    if int(notify.payload) > self._delivered_ts:
+                    ts = int(notify.payload)
+                    # This process's own commits deliver themselves.
+                    if ts > self._delivered_ts and ts not in self._in_flight:
                         async with self._deliver_lock:
                             await self._catch_up_locked(reader)
             except psycopg.OperationalError as exc:

@@ -264,15 +264,19 @@ class PgWriter(PgReader):
         )
         prev, commit.ts = int(rows[0][0]), int(rows[0][1])
         self.finished = True
+        engine._expect(commit.ts)
         try:
-            await self._conn.execute("COMMIT")
-        except psycopg.Error as exc:
-            signal = conflict(exc)
-            if signal is not None:
-                raise signal from exc
-            raise StorageError(f"the outcome of this commit is unknown: {exc}") from exc
-        self.committed_ts = commit.ts
-        if self._catalog_version is not None:
-            engine._adopt_catalog(self.catalog, self._catalog_version)
-        await engine._committed(self._conn, commit, prev)
+            try:
+                await self._conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                signal = conflict(exc)
+                if signal is not None:
+                    raise signal from exc
+                raise StorageError(f"the outcome of this commit is unknown: {exc}") from exc
+            self.committed_ts = commit.ts
+            if self._catalog_version is not None:
+                engine._adopt_catalog(self.catalog, self._catalog_version)
+            await engine._committed(self._conn, commit, prev)
+        finally:
+            engine._settle(commit.ts)
         return commit.ts

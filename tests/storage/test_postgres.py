@@ -196,6 +196,32 @@ async def test_listeners_get_other_processes_commits_once_in_order(pg: Open) -> 
     assert seen == expected
 
 
+async def test_concurrent_commits_of_one_process_are_delivered_without_log_reads(
+    pg: Open,
+) -> None:
+    """Commits of one process finish out of order; each waits for the one
+    before it (also this process's) instead of reading the log, and listeners
+    still get every commit once, in timestamp order, when its commit returns."""
+    engine = await pg()
+    seen: list[int] = []
+    engine.on_commit(lambda c: seen.append(c.ts))
+    async with engine.write() as tx:
+        table = await tx.ensure_table("t")
+        await tx.commit()
+    reads_before = engine.log_reads
+
+    async def commit(t: float) -> int:
+        async with engine.write() as tx:
+            await tx.insert(table, doc(table.number, t))
+            ts = await tx.commit()
+        assert ts in seen, "the commit returned before its listeners had it"
+        return ts
+
+    tss = await asyncio.gather(*(commit(float(i)) for i in range(40)))
+    assert seen[1:] == sorted(tss)
+    assert engine.log_reads == reads_before
+
+
 async def test_a_paused_listener_catches_up_from_the_commit_log(pg: Open) -> None:
     a, b = await pg(), await pg()
     seen: list[Commit] = []
