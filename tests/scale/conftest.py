@@ -28,6 +28,16 @@ sys.modules[_spec.name] = harness
 _spec.loader.exec_module(harness)
 
 BASIC_APP = Path(__file__).resolve().parents[1] / "server" / "apps" / "basic"
+#: the app of the fail-over and shared-file tests (jobs, slow actions, files)
+FAILOVER_APP = Path(__file__).resolve().parent / "apps" / "failover"
+
+
+def copy_app(source: Path, tmp_path: Path) -> Path:
+    """A copy of the app folder ``source`` in the test's folder (so that no
+    test writes next to the sources)."""
+    app = tmp_path / "app"
+    shutil.copytree(source, app, ignore=shutil.ignore_patterns("__pycache__"))
+    return app
 
 
 @pytest.fixture
@@ -46,9 +56,12 @@ def pg_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def basic_app(tmp_path: Path) -> Path:
-    app = tmp_path / "app"
-    shutil.copytree(BASIC_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
-    return app
+    return copy_app(BASIC_APP, tmp_path)
+
+
+@pytest.fixture
+def failover_app(tmp_path: Path) -> Path:
+    return copy_app(FAILOVER_APP, tmp_path)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ schema, behind a forwarder that stands in for a load balancer:
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,18 +26,10 @@ from tests.server.test_sync_client import ClientProcess
 from .conftest import harness
 from .proxy import Forwarder
 
-FAILOVER_APP = Path(__file__).parent / "apps" / "failover"
 #: Seconds a step the servers owe us may take (a healthy one takes ms).
 STEP = 15.0
 #: How many scheduled mutations are in flight when the process dies.
 JOBS = 300
-
-
-@pytest.fixture
-def failover_app(tmp_path: Path) -> Path:
-    app = tmp_path / "app"
-    shutil.copytree(FAILOVER_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
-    return app
 
 
 @pytest.fixture

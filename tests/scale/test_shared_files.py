@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from .conftest import harness
 
 __all__ = ["moto_url"]  # the session's moto server, a fixture of tests/files
 
-FAILOVER_APP = Path(__file__).parent / "apps" / "failover"
 STEP = 15.0
 
 
@@ -47,11 +45,11 @@ def s3_env(moto_url: str) -> Iterator[dict[str, str]]:
 
 def test_a_file_uploaded_through_one_process_is_served_by_another(
     tmp_path: Path,
+    failover_app: Path,
     pg_env: dict[str, str],
     s3_env: dict[str, str],
 ) -> None:
-    app = tmp_path / "app"
-    shutil.copytree(FAILOVER_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    app = failover_app
     servers = [
         harness.BasaltProcess(app, tmp_path / f"data{i}", env={**pg_env, **s3_env})
         for i in range(2)
