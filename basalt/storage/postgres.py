@@ -27,6 +27,10 @@ schema per deployment. Transactions (:mod:`basalt.storage.postgres_tx`):
   let through). PostgreSQL prevents it by cancelling the writer that would
   complete it or, rarely, the reader; a cancelled reader raises
   :class:`~basalt.errors.WriteConflict` and its caller runs it again.
+- **A connection lost during COMMIT** does not leave the outcome unknown: the
+  engine waits for the commit lock (held by that transaction until it ended)
+  and looks for its row in the commit log. Not there: nothing was written, and
+  the mutation is retried as after a conflict. There: the commit stands.
 - **Catalog**: every transaction reads the one-row ``catalog_version`` in its
   BEGIN round trip and reloads tables and indexes when another process changed
   them; a transaction that changes the catalog bumps it, so it conflicts with any
@@ -280,9 +284,26 @@ class PostgresEngine:
             self._catch_ups.add(task)
             task.add_done_callback(self._catch_ups.discard)
 
-    async def _catch_up(self) -> None:
+    async def _was_committed(self, ts: int, cause: BaseException) -> bool:
+        """Whether the transaction that took ``ts`` committed, after its connection
+        failed during COMMIT. Waits for the commit lock, which that transaction
+        held until it committed or aborted, then looks for its commit-log row."""
         try:
-            async with self._deliver_lock, self._connection() as conn:
+            async with self._connection() as conn, conn.transaction():
+                await conn.execute(q.WAIT_FOR_COMMIT_LOCK, (self.lock_key,))
+                rows = await fetch(conn, q.HAS_COMMIT, (ts,))
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"the outcome of commit {ts} is unknown: {cause} (and checking failed: {exc})"
+            ) from exc
+        return bool(rows)
+
+    async def _catch_up(self) -> None:
+        """Deliver what the log holds beyond the last delivered commit, on a
+        connection of its own (taken before the lock, as committers hold theirs
+        when they take it)."""
+        try:
+            async with self._connection() as conn, self._deliver_lock:
                 await self._catch_up_locked(conn)
         except Exception:  # the next commit or notification catches up instead
             log.exception("reading the commit log failed")

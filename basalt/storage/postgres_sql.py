@@ -77,6 +77,8 @@ COMMIT_LOG = "SELECT prev, ts FROM basalt_commit(%s, %s, %s)"
 GET = "SELECT value FROM documents WHERE id = %s"
 COUNT = "SELECT count(*) FROM index_entries WHERE index_id = %s"
 LATEST_TS = "SELECT coalesce(max(ts), 0) FROM commits"
+WAIT_FOR_COMMIT_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+HAS_COMMIT = "SELECT 1 FROM commits WHERE ts = %s"
 GET_META = "SELECT value FROM meta WHERE key = %s"
 SET_META = (
     "INSERT INTO meta(key, value) VALUES (%s, %s) "

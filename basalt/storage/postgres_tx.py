@@ -266,17 +266,26 @@ class PgWriter(PgReader):
         self.finished = True
         engine._expect(commit.ts)
         try:
+            lost = False
             try:
                 await self._conn.execute("COMMIT")
             except psycopg.Error as exc:
                 signal = conflict(exc)
                 if signal is not None:
                     raise signal from exc
-                raise StorageError(f"the outcome of this commit is unknown: {exc}") from exc
+                # The connection failed during COMMIT: ask the database what happened.
+                if not await engine._was_committed(commit.ts, exc):
+                    raise WriteConflict(
+                        f"the connection was lost before COMMIT ({exc}); nothing was written"
+                    ) from exc
+                lost = True
             self.committed_ts = commit.ts
             if self._catalog_version is not None:
                 engine._adopt_catalog(self.catalog, self._catalog_version)
-            await engine._committed(self._conn, commit, prev)
+            if lost:
+                await engine._catch_up()  # on a healthy connection
+            else:
+                await engine._committed(self._conn, commit, prev)
         finally:
             engine._settle(commit.ts)
         return commit.ts

@@ -4,7 +4,8 @@ each with its own pool and LISTEN connection) on one schema."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,72 @@ async def test_concurrent_commits_of_one_process_are_delivered_without_log_reads
     tss = await asyncio.gather(*(commit(float(i)) for i in range(40)))
     assert seen[1:] == sorted(tss)
     assert engine.log_reads == reads_before
+
+
+@contextlib.contextmanager
+def commit_hook(conn: Any, before: Any = None, after: Any = None) -> Iterator[None]:
+    """Run ``before()``/``after()`` around the COMMIT statement sent on ``conn``."""
+    original = conn.execute
+
+    async def execute(query: Any, *args: Any, **kwargs: Any) -> Any:
+        if query == "COMMIT" and before is not None:
+            await before()
+        result = await original(query, *args, **kwargs)
+        if query == "COMMIT" and after is not None:
+            await after()
+        return result
+
+    conn.execute = execute
+    try:
+        yield
+    finally:
+        del conn.execute
+
+
+async def test_a_connection_lost_during_commit_is_settled_by_the_commit_log(
+    pg: Open,
+) -> None:
+    """When the connection fails during COMMIT, the engine asks the database:
+    a transaction that died before committing is a retryable conflict (nothing
+    was written); one that committed stands, and is delivered as usual."""
+    engine = await pg()
+    seen: list[int] = []
+    engine.on_commit(lambda c: seen.append(c.ts))
+    async with engine.write() as tx:
+        table = await tx.ensure_table("t")
+        await tx.commit()
+    killer = await psycopg.AsyncConnection.connect(require_postgres(), autocommit=True)
+    try:
+        lost = doc(table.number, 1.0)
+        with pytest.raises(WriteConflict, match="lost before COMMIT"):
+            async with engine.write() as tx:
+                await tx.insert(table, lost)
+                pid = tx._conn.info.backend_pid  # type: ignore[attr-defined]
+
+                async def kill() -> None:
+                    await killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+                    while (await (await killer.execute(gone, (pid,))).fetchone()) != (0,):
+                        await asyncio.sleep(0.01)
+
+                with commit_hook(tx._conn, before=kill):  # type: ignore[attr-defined]
+                    await tx.commit()
+
+        kept = doc(table.number, 2.0)
+        async with engine.write() as tx:
+            await tx.insert(table, kept)
+
+            async def lose_the_answer() -> None:
+                raise psycopg.OperationalError("the server closed the connection unexpectedly")
+
+            with commit_hook(tx._conn, after=lose_the_answer):  # type: ignore[attr-defined]
+                ts = await tx.commit()
+    finally:
+        await killer.close()
+    async with engine.read() as reader:
+        assert await reader.get(lost["_id"]) is None
+        assert await reader.get(kept["_id"]) is not None
+    assert ts in seen
 
 
 async def test_a_paused_listener_catches_up_from_the_commit_log(pg: Open) -> None:
