@@ -260,23 +260,16 @@ class Runtime:
     async def _run_query(
         self, function: Function, args: dict[str, Any], identity: dict[str, Any] | None
     ) -> Outcome:
-        attempt = 0
-        while True:
-            try:
-                async with self.storage.read() as tx:
-                    return await self.run_query_in(tx, function, args, identity)
-            except WriteConflict:
-                # A serializable read refused by the engine (PostgreSQL can cancel a
-                # reader rather than let it see a state no serial order explains).
-                attempt += 1
-                self.conflict_retries += 1
-                if attempt > MAX_CONFLICT_RETRIES:
-                    return Outcome(error=_given_up(function), log_lines=[])
-                await _backoff(attempt)
+        try:
+            return await self.read(lambda tx: self.run_query_in(tx, function, args, identity))
+        except WriteConflict:
+            return Outcome(error=_given_up(function), log_lines=[])
 
     async def read(self, body: Callable[[ReadTransaction], Awaitable[T]]) -> T:
         """``body(tx)`` in a read transaction, run again if the engine refuses
-        the snapshot (a serializable read that PostgreSQL cancels)."""
+        the snapshot (PostgreSQL can cancel a serializable reader rather than let
+        it see a state no serial order explains); raises WriteConflict after
+        ``MAX_CONFLICT_RETRIES`` retries."""
         attempt = 0
         while True:
             try:
@@ -287,7 +280,7 @@ class Runtime:
                 self.conflict_retries += 1
                 if attempt > MAX_CONFLICT_RETRIES:
                     raise
-                await _backoff(attempt)
+                await conflict_backoff(attempt)
 
     async def run_query_in(
         self,
@@ -413,7 +406,7 @@ class Runtime:
                 if attempt > MAX_CONFLICT_RETRIES:
                     outcome.error = _given_up(function)
                     return outcome
-                await _backoff(attempt)
+                await conflict_backoff(attempt)
 
     def action_ctx(self, identity: dict[str, Any] | None, lines: list[str]) -> ActionCtx:
         """The ``ctx`` of an action (or HTTP action) run for ``identity``; the log
@@ -476,7 +469,7 @@ def _given_up(function: Function) -> BasaltError:
     )
 
 
-async def _backoff(attempt: int) -> None:
+async def conflict_backoff(attempt: int) -> None:
     """Sleep before retry ``attempt`` of a conflicting transaction (exponential,
     capped at 0.1 s, with full jitter)."""
     await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())

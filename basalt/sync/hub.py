@@ -26,7 +26,7 @@ from basalt.errors import WriteConflict
 from basalt.runtime import Runtime
 from basalt.runtime.functions import Function
 from basalt.runtime.outcome import Outcome, error_data, error_message
-from basalt.runtime.runtime import MAX_CONFLICT_RETRIES
+from basalt.runtime.runtime import MAX_CONFLICT_RETRIES, conflict_backoff
 from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json
@@ -355,7 +355,7 @@ class SyncHub:
                     self.runtime.conflict_retries += 1
                     if attempt > MAX_CONFLICT_RETRIES:
                         raise
-            await asyncio.sleep(min(0.001 * 2**attempt, 0.1))
+            await conflict_backoff(attempt)
 
     async def _cycle(self) -> None:
         runtime = self.runtime
