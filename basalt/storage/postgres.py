@@ -271,15 +271,15 @@ class PostgresEngine:
         """A transaction of this process took ``ts`` and is about to COMMIT."""
         self._in_flight[ts] = asyncio.get_running_loop().create_future()
 
-    def _settle(self, ts: int) -> None:
+    def _settle(self, ts: int, *, maybe_committed: bool = False) -> None:
         """``ts`` was delivered, or will not be by its own transaction (the COMMIT
         failed or its outcome is unknown, or the task was cancelled): release
-        the commit waiting on it and, if it may be in the log undelivered, have
-        the log read."""
+        the commit waiting on it and, if it ``maybe_committed`` but is still
+        undelivered, have the log read."""
         done = self._in_flight.pop(ts, None)
         if done is not None and not done.done():
             done.set_result(None)
-        if ts > self._delivered_ts and self._pool is not None:
+        if maybe_committed and ts > self._delivered_ts and self._pool is not None:
             task = asyncio.get_running_loop().create_task(self._catch_up())
             self._catch_ups.add(task)
             task.add_done_callback(self._catch_ups.discard)

@@ -265,6 +265,7 @@ class PgWriter(PgReader):
         prev, commit.ts = int(rows[0][0]), int(rows[0][1])
         self.finished = True
         engine._expect(commit.ts)
+        refused = False  # known not to have committed: nothing to read from the log
         try:
             lost = False
             try:
@@ -272,9 +273,11 @@ class PgWriter(PgReader):
             except psycopg.Error as exc:
                 signal = conflict(exc)
                 if signal is not None:
+                    refused = True
                     raise signal from exc
                 # The connection failed during COMMIT: ask the database what happened.
                 if not await engine._was_committed(commit.ts, exc):
+                    refused = True
                     raise WriteConflict(
                         f"the connection was lost before COMMIT ({exc}); nothing was written"
                     ) from exc
@@ -287,5 +290,5 @@ class PgWriter(PgReader):
             else:
                 await engine._committed(self._conn, commit, prev)
         finally:
-            engine._settle(commit.ts)
+            engine._settle(commit.ts, maybe_committed=not refused)
         return commit.ts
