@@ -56,6 +56,7 @@ class QueryEntry:
         "args",
         "args_key",
         "dirty",
+        "dirty_from",
         "error_payload",
         "fresh",
         "function",
@@ -90,6 +91,8 @@ class QueryEntry:
         self.prepare_error = prepare_error
         self.fresh = True
         self.dirty = False
+        #: the oldest commit that made it dirty since it last ran (None: no commit)
+        self.dirty_from: int | None = None
         self.read_auth = False
         self.version = 0
         self.result_hash = b""
@@ -100,6 +103,12 @@ class QueryEntry:
 
     def __repr__(self) -> str:
         return f"<QueryEntry {self.path} v{self.version}>"
+
+    def mark_dirty(self, ts: int) -> None:
+        """Commit ``ts`` wrote into what this execution read."""
+        self.dirty = True
+        if self.dirty_from is None or ts < self.dirty_from:
+            self.dirty_from = ts
 
     def record(self, outcome: Outcome) -> None:
         """Keep an outcome; bump ``version`` only if what clients see changed."""
@@ -222,7 +231,7 @@ class SyncHub:
         hits = self.index.matches(commit)
         if hits:
             for entry in hits:
-                entry.dirty = True
+                entry.mark_dirty(commit.ts)
             self._pending.update(hits)
 
     async def _catch_up(self, snapshot_ts: int) -> None:
@@ -372,9 +381,18 @@ class SyncHub:
                     await self._catch_up(snapshot)
                 pending = [e for e in self._pending if e.subscribers]
                 self._pending.clear()
+                # An entry that only commits newer than this snapshot made dirty (they
+                # were announced while it was being taken) would run to its last
+                # result: the next cycle runs it, at a snapshot that holds them.
+                later = {e for e in pending if e.dirty_from is not None and e.dirty_from > snapshot}
+                if later:
+                    pending = [e for e in pending if e not in later]
+                    self._pending.update(later)
+                    self._wake.set()
                 for entry in pending:
                     # A commit after this snapshot marks it dirty again (for the next cycle).
                     entry.dirty = False
+                    entry.dirty_from = None
                     if entry.function is None:
                         entry.record_failure(entry.prepare_error or RuntimeError("no function"))
                         ran.append((entry, None))
@@ -421,12 +439,11 @@ class SyncHub:
         late = [c for c in late if c.ts > snapshot]
         if late:
             for entry, read_set in ran:
-                if (
-                    read_set is not None
-                    and entry.subscribers
-                    and any(read_set.overlaps(c) for c in late)
-                ):
-                    entry.dirty = True
+                if read_set is None or not entry.subscribers:
+                    continue
+                hit = [c.ts for c in late if read_set.overlaps(c)]
+                if hit:
+                    entry.mark_dirty(hit[0])  # late is in commit order
                     self._pending.add(entry)
                     self._wake.set()
         self.ts = max(self.ts, snapshot)
