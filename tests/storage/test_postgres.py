@@ -197,18 +197,25 @@ async def test_listeners_get_other_processes_commits_once_in_order(pg: Open) -> 
     assert seen == expected
 
 
-async def test_concurrent_commits_of_one_process_are_delivered_without_log_reads(
-    pg: Open,
-) -> None:
-    """Commits of one process finish out of order; each waits for the one
-    before it (also this process's) instead of reading the log, and listeners
-    still get every commit once, in timestamp order, when its commit returns."""
+async def watched_engine(pg: Open) -> tuple[PostgresEngine, Any, list[int]]:
+    """An engine with a table ``t`` and the list of commit timestamps its
+    listeners receive from then on."""
     engine = await pg()
     seen: list[int] = []
     engine.on_commit(lambda c: seen.append(c.ts))
     async with engine.write() as tx:
         table = await tx.ensure_table("t")
         await tx.commit()
+    return engine, table, seen
+
+
+async def test_concurrent_commits_of_one_process_are_delivered_without_log_reads(
+    pg: Open,
+) -> None:
+    """Commits of one process finish out of order; each waits for the one
+    before it (also this process's) instead of reading the log, and listeners
+    still get every commit once, in timestamp order, when its commit returns."""
+    engine, table, seen = await watched_engine(pg)
     reads_before = engine.log_reads
 
     async def commit(t: float) -> int:
@@ -249,12 +256,7 @@ async def test_a_connection_lost_during_commit_is_settled_by_the_commit_log(
     """When the connection fails during COMMIT, the engine asks the database:
     a transaction that died before committing is a retryable conflict (nothing
     was written); one that committed stands, and is delivered as usual."""
-    engine = await pg()
-    seen: list[int] = []
-    engine.on_commit(lambda c: seen.append(c.ts))
-    async with engine.write() as tx:
-        table = await tx.ensure_table("t")
-        await tx.commit()
+    engine, table, seen = await watched_engine(pg)
     killer = await psycopg.AsyncConnection.connect(require_postgres(), autocommit=True)
     try:
         lost = doc(table.number, 1.0)
