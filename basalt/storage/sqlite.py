@@ -12,13 +12,15 @@ use a pool of reader connections, each a WAL snapshot. Durability:
   survives power loss, at the price of one fsync per commit group; the commit
   runs on a worker thread so the server keeps serving during the fsync.
 
-**Group commit.** Mutations still run one at a time, each in its own
-``SAVEPOINT`` (a failing one is undone alone), but the mutations that arrive
-together share one SQLite transaction: the first opens it, and it is committed
-on the next turn of the event loop, after every mutation that was ready to run
-has joined. Each mutation gets its own commit timestamp and commit-log entry;
-none is acknowledged (its ``write()`` block does not exit) before the shared
-``COMMIT`` is durable, and if that ``COMMIT`` fails, all of them fail.
+**Group commit.** Mutations still run one at a time, but the mutations that
+arrive together share one SQLite transaction: the first opens it, and it is
+committed on the next turn of the event loop, after every mutation that was
+ready to run has joined. A failing mutation is undone alone: its rows are
+held back until it commits, and any statement it had to send runs in its own
+``SAVEPOINT`` (see :mod:`basalt.storage.sqlite_tx`). Each mutation gets its
+own commit timestamp and commit-log entry; none is acknowledged (its
+``write()`` block does not exit) before the shared ``COMMIT`` is durable, and
+if that ``COMMIT`` fails, all of them fail.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -35,21 +37,11 @@ from typing import Any, cast
 import apsw
 
 from basalt.errors import StorageError
-from basalt.values.wire import dumps_stored, loads_stored
 
-from .base import (
-    BY_CREATION_TIME,
-    CATALOG_INDEX_ID,
-    Commit,
-    Document,
-    IndexInfo,
-    KeyWrite,
-    TableInfo,
-)
+from .base import Commit, IndexInfo, KeyWrite, TableInfo
 from .catalog import MemoryCatalog
 from .commitlog import decode_commit, encode_writes
-from .indexing import index_key
-from .scans import ScanPages, scan_queries
+from .sqlite_tx import CommitGroup, SqliteReader, SqliteWriter
 
 DURABILITY_SYNC = {"process": "NORMAL", "power": "FULL"}
 #: A commit group is committed at the latest when it holds this many commits.
@@ -70,21 +62,6 @@ CREATE TABLE IF NOT EXISTS commits(ts INTEGER PRIMARY KEY, writes BLOB NOT NULL)
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
-_SCAN_SQL = scan_queries("?")
-
-_INSERT_ENTRIES_SQL: dict[int, str] = {}
-
-
-def _insert_entries_sql(rows: int) -> str:
-    """One INSERT for all of a document's index entries (one statement, not one per index)."""
-    sql = _INSERT_ENTRIES_SQL.get(rows)
-    if sql is None:
-        values = ", ".join(["(?, ?, ?)"] * rows)
-        sql = _INSERT_ENTRIES_SQL[rows] = (
-            f"INSERT INTO index_entries(index_id, key, doc_id) VALUES {values}"
-        )
-    return sql
-
 
 def _connect(path: str, sync: str) -> apsw.Connection:
     conn = apsw.Connection(path)
@@ -92,198 +69,9 @@ def _connect(path: str, sync: str) -> apsw.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={sync}")
     conn.execute("PRAGMA foreign_keys=OFF")
-    # Savepoint journals (one per mutation in a commit group) live in memory.
+    # Savepoint journals live in memory.
     conn.execute("PRAGMA temp_store=MEMORY")
     return conn
-
-
-class _Reader:
-    """Reads through one connection inside an open SQLite transaction."""
-
-    ts: int
-
-    def __init__(self, conn: apsw.Connection, catalog: MemoryCatalog) -> None:
-        self._conn = conn
-        self.catalog = catalog
-        self.bytes_read = 0
-
-    async def get(self, doc_id: str) -> Document | None:
-        for (value,) in self._conn.execute("SELECT value FROM documents WHERE id = ?", (doc_id,)):
-            self.bytes_read += len(value)
-            return cast(Document, loads_stored(value))
-        return None
-
-    async def scan(
-        self,
-        index: IndexInfo,
-        start: bytes,
-        end: bytes | None,
-        *,
-        reverse: bool = False,
-        after: tuple[bytes, str] | None = None,
-        batch_size: int = 100,
-    ) -> AsyncIterator[tuple[bytes, Document]]:
-        for key, doc in self._scan(index.id, start, end, reverse, batch_size, after):
-            yield key, doc
-
-    def _scan(
-        self,
-        index_id: int,
-        start: bytes,
-        end: bytes | None,
-        reverse: bool,
-        batch_size: int,
-        after: tuple[bytes, str] | None = None,
-    ) -> Iterator[tuple[bytes, Document]]:
-        pages = ScanPages(
-            _SCAN_SQL, index_id, start, end, reverse=reverse, after=after, batch_size=batch_size
-        )
-        page: tuple[str, tuple[Any, ...]] | None = pages.first
-        while page is not None:
-            rows: list[Any] = self._conn.execute(*page).fetchall()
-            for key, _, value in rows:
-                self.bytes_read += len(value)
-                yield key, cast(Document, loads_stored(value))
-            page = pages.after_page(rows)
-
-    async def count(self, table_number: int) -> int:
-        index = self.catalog.by_creation_time(table_number)
-        for (n,) in self._conn.execute(
-            "SELECT count(*) FROM index_entries WHERE index_id = ?", (index.id,)
-        ):
-            return int(n)
-        return 0
-
-
-class _Writer(_Reader):
-    """A write transaction on the writer connection (inside BEGIN IMMEDIATE)."""
-
-    def __init__(self, engine: SqliteEngine, conn: apsw.Connection) -> None:
-        super().__init__(conn, engine.catalog)
-        self._engine = engine
-        self._catalog_changed = False
-        self._doc_ids: list[str] = []
-        self._keys: list[KeyWrite] = []
-        self.committed_ts: int | None = None
-
-    def _own_catalog(self) -> MemoryCatalog:
-        if not self._catalog_changed:
-            self.catalog = self.catalog.copy()
-            self._catalog_changed = True
-        return self.catalog
-
-    async def ensure_table(self, name: str) -> TableInfo:
-        table = self.catalog.table_by_name(name)
-        if table is not None:
-            return table
-        catalog = self._own_catalog()
-        table = TableInfo(name=name, number=catalog.next_table_number(name.startswith("_")))
-        self._conn.execute("INSERT INTO tables(number, name) VALUES (?, ?)", (table.number, name))
-        catalog.add_table(table)
-        self._keys.append(KeyWrite(CATALOG_INDEX_ID, name.encode()))
-        await self._create_index(table, BY_CREATION_TIME, ())
-        return table
-
-    async def _create_index(
-        self, table: TableInfo, name: str, fields: tuple[str, ...]
-    ) -> IndexInfo:
-        catalog = self._own_catalog()
-        index = IndexInfo(catalog.next_index_id(), table.number, name, fields, "ready")
-        self._conn.execute(
-            "INSERT INTO indexes(id, table_number, name, fields, state) VALUES (?, ?, ?, ?, ?)",
-            (index.id, table.number, name, json.dumps(list(fields)), index.state),
-        )
-        catalog.add_index(index)
-        return index
-
-    async def add_index(self, table: TableInfo, name: str, fields: tuple[str, ...]) -> IndexInfo:
-        index = await self._create_index(table, name, fields)
-        source = self.catalog.by_creation_time(table.number)
-        rows = [
-            (index.id, index_key(doc, index), doc["_id"])
-            for _, doc in self._scan(source.id, b"", None, False, 1000)
-        ]
-        self._conn.executemany(
-            "INSERT INTO index_entries(index_id, key, doc_id) VALUES (?, ?, ?)", rows
-        )
-        return index
-
-    async def drop_index(self, index: IndexInfo) -> None:
-        self._conn.execute("DELETE FROM index_entries WHERE index_id = ?", (index.id,))
-        self._conn.execute("DELETE FROM indexes WHERE id = ?", (index.id,))
-        self._own_catalog().remove_index(index)
-
-    async def insert(self, table: TableInfo, document: Document) -> None:
-        doc_id = document["_id"]
-        conn = self._conn
-        conn.execute(
-            "INSERT INTO documents(id, table_number, value) VALUES (?, ?, ?)",
-            (doc_id, table.number, dumps_stored(document)),
-        )
-        keys = self._keys
-        params: list[Any] = []
-        for index in self.catalog.indexes_of(table.number):
-            key = index_key(document, index)
-            params += (index.id, key, doc_id)
-            keys.append(KeyWrite(index.id, key))
-        conn.execute(_insert_entries_sql(len(params) // 3), params)
-        self._doc_ids.append(doc_id)
-
-    async def replace(self, table: TableInfo, old: Document, new: Document) -> None:
-        doc_id = old["_id"]
-        conn = self._conn
-        conn.execute("UPDATE documents SET value = ? WHERE id = ?", (dumps_stored(new), doc_id))
-        keys = self._keys
-        for index in self.catalog.indexes_of(table.number):
-            old_key = index_key(old, index)
-            new_key = index_key(new, index)
-            # The document changed even where its key did not: a query that read it
-            # through this index must see the write.
-            keys.append(KeyWrite(index.id, new_key))
-            if old_key == new_key:
-                continue
-            conn.execute(
-                "UPDATE index_entries SET key = ? WHERE index_id = ? AND key = ? AND doc_id = ?",
-                (new_key, index.id, old_key, doc_id),
-            )
-            keys.append(KeyWrite(index.id, old_key))
-        self._doc_ids.append(doc_id)
-
-    async def delete(self, table: TableInfo, old: Document) -> None:
-        doc_id = old["_id"]
-        conn = self._conn
-        conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-        for index in self.catalog.indexes_of(table.number):
-            key = index_key(old, index)
-            conn.execute(
-                "DELETE FROM index_entries WHERE index_id = ? AND key = ? AND doc_id = ?",
-                (index.id, key, doc_id),
-            )
-            self._keys.append(KeyWrite(index.id, key))
-        self._doc_ids.append(doc_id)
-
-    async def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
-    async def commit(self) -> int:
-        """Assign this transaction's commit timestamp. The commit becomes durable
-        and visible when the ``write()`` block exits (with its commit group)."""
-        if self.committed_ts is not None:
-            raise StorageError("this transaction was already committed")
-        engine = self._engine
-        ts = max(time.time_ns(), engine._last_ts + 1)
-        commit = Commit(ts=ts, doc_ids=self._doc_ids, keys=self._keys)
-        # Its commit-log row is written with the group's (see _log_group).
-        engine._last_ts = ts
-        if self._catalog_changed:
-            engine.catalog = self.catalog
-        self.committed_ts = ts
-        engine._group_commits.append(commit)
-        return ts
 
 
 class _WriteBlock:
@@ -291,32 +79,31 @@ class _WriteBlock:
     group (see the module docstring). Exiting waits until the group's COMMIT
     is durable."""
 
-    __slots__ = ("_engine", "_savepoint", "_writer")
+    __slots__ = ("_engine", "_writer")
 
     def __init__(self, engine: SqliteEngine) -> None:
         self._engine = engine
 
-    async def __aenter__(self) -> _Writer:
+    async def __aenter__(self) -> SqliteWriter:
         engine = self._engine
         await engine._write_lock.acquire()
         try:
             conn = engine._conn()
-            if not engine._group_open:
+            group = engine._group
+            if group is not None and group.error is not None:
+                engine._finish_group(group.error)  # doomed: undo it before starting anew
+                group = None
+            if group is None:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     engine._refresh()
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
-                engine._group_open = True
-                engine._group_catalog_before = engine.catalog
-                engine._group_ts_before = engine._last_ts
+                group = engine._group = CommitGroup(engine.catalog, engine._last_ts)
             # The first transaction of a group needs no savepoint: if it fails, the
             # whole SQLite transaction is rolled back.
-            self._savepoint = bool(engine._group_commits)
-            if self._savepoint:
-                conn.execute("SAVEPOINT mutation")
-            writer = self._writer = _Writer(engine, conn)
+            writer = self._writer = SqliteWriter(engine, conn, group, savepoint=bool(group.commits))
             writer.ts = engine._last_ts
             return writer
         except BaseException:
@@ -325,23 +112,26 @@ class _WriteBlock:
 
     async def __aexit__(self, *exc_info: object) -> None:
         engine = self._engine
-        committed = self._writer.committed_ts is not None
+        writer = self._writer
+        committed = writer.committed_ts is not None
         waiter: asyncio.Future[None] | None = None
         try:
             conn = engine._conn()
-            if self._savepoint:
+            group = engine._group
+            assert group is not None
+            if writer.savepoint_open:
                 if not committed:
                     conn.execute("ROLLBACK TO mutation")
                 conn.execute("RELEASE mutation")
             if committed:
-                waiter = engine._group_done
+                waiter = group.done
                 if waiter is None:
-                    waiter = engine._group_done = asyncio.get_running_loop().create_future()
-            if not engine._group_commits:
+                    waiter = group.done = asyncio.get_running_loop().create_future()
+            if not group.commits:
                 # Nothing in this group to keep: end the transaction now.
                 conn.execute("ROLLBACK")
-                engine._group_open = False
-            elif len(engine._group_commits) >= MAX_GROUP_COMMITS:
+                engine._group = None
+            elif len(group.commits) >= MAX_GROUP_COMMITS or group.error is not None:
                 await engine._flush_locked()
             else:
                 engine._schedule_flush()
@@ -372,13 +162,8 @@ class SqliteEngine:
         self._visible_ts = 0
         self._data_version = -1
         self._listeners: list[Callable[[Commit], None]] = []
-        # The open commit group (see the module docstring).
-        self._group_open = False
-        self._group_commits: list[Commit] = []
-        #: resolved when the open group's COMMIT is durable (or has failed)
-        self._group_done: asyncio.Future[None] | None = None
-        self._group_catalog_before = self.catalog
-        self._group_ts_before = 0
+        #: the open commit group (see the module docstring)
+        self._group: CommitGroup | None = None
         self._flush_scheduled = False
         self._flush_tasks: set[asyncio.Future[None]] = set()
         #: how many commit groups (SQLite transactions) were committed
@@ -395,7 +180,7 @@ class SqliteEngine:
         self._refresh()
 
     async def close(self) -> None:
-        if self._writer is not None and self._group_open:
+        if self._writer is not None and self._group is not None:
             async with self._write_lock:
                 await self._flush_locked()
         for conn in self._readers:
@@ -431,9 +216,9 @@ class SqliteEngine:
 
     # -- transactions --------------------------------------------------------
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[_Reader]:
+    async def read(self) -> AsyncIterator[SqliteReader]:
         conn = self._readers.pop() if self._readers else _connect(self.path, self._sync)
-        reader = _Reader(conn, self.catalog)
+        reader = SqliteReader(conn, self.catalog)
         conn.execute("BEGIN")
         try:
             # The first read fixes the snapshot; the newest commit in it is its ts.
@@ -447,6 +232,17 @@ class SqliteEngine:
     def write(self) -> _WriteBlock:
         return _WriteBlock(self)
 
+    def record_commit(
+        self, doc_ids: list[str], keys: list[KeyWrite], catalog: MemoryCatalog | None
+    ) -> Commit:
+        """A write transaction commits (its group's COMMIT makes it durable):
+        its timestamp, and its catalog if it changed the catalog."""
+        ts = max(time.time_ns(), self._last_ts + 1)
+        self._last_ts = ts
+        if catalog is not None:
+            self.catalog = catalog
+        return Commit(ts=ts, doc_ids=doc_ids, keys=keys)
+
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -454,7 +250,7 @@ class SqliteEngine:
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
-        if not self._group_open or self._write_lock.locked():
+        if self._group is None or self._write_lock.locked():
             return  # the writer holding the lock schedules the flush again
         if self.durability == "power":
             task = asyncio.ensure_future(self._flush_with_lock())
@@ -469,9 +265,10 @@ class SqliteEngine:
 
     async def _flush_locked(self) -> None:
         """Commit the open group (the caller holds the write lock)."""
-        if not self._group_open:
+        group = self._group
+        if group is None:
             return
-        if self.durability == "power":
+        if self.durability == "power" and group.error is None:
             conn = self._conn()
             loop = asyncio.get_running_loop()
 
@@ -481,7 +278,7 @@ class SqliteEngine:
             # The fsync happens in COMMIT; a worker thread keeps the loop serving.
             error: BaseException | None = None
             try:
-                self._log_group(conn)
+                self._write_group(conn, group)
                 await loop.run_in_executor(None, run, "COMMIT")
             except BaseException as exc:
                 error = exc
@@ -489,33 +286,41 @@ class SqliteEngine:
         else:
             self._commit_group(self._conn())
 
-    def _log_group(self, conn: apsw.Connection) -> None:
-        """Write the commit-log rows of the open group's commits (one statement
-        for the group, just before its COMMIT)."""
+    def _write_group(self, conn: apsw.Connection, group: CommitGroup) -> None:
+        """Send the group's rows not yet sent and its commit-log rows (one
+        statement for each kind of row), just before its COMMIT."""
+        if group.error is not None:
+            raise group.error
+        group.apply_pending(conn)
         conn.executemany(
             "INSERT INTO commits(ts, writes) VALUES (?, ?)",
-            [(commit.ts, encode_writes(commit)) for commit in self._group_commits],
+            [(commit.ts, encode_writes(commit)) for commit in group.commits],
         )
 
     def _commit_group(self, conn: apsw.Connection) -> None:
+        group = self._group
+        if group is None:
+            return
         error: BaseException | None = None
         try:
-            self._log_group(conn)
+            self._write_group(conn, group)
             conn.execute("COMMIT")
         except BaseException as exc:
             error = exc
         self._finish_group(error)
 
     def _finish_group(self, error: BaseException | None) -> None:
-        commits, done = self._group_commits, self._group_done
-        self._group_commits, self._group_done = [], None
-        self._group_open = False
+        group = self._group
+        if group is None:
+            return
+        self._group = None
+        commits, done = group.commits, group.done
         if error is not None:
             conn = self._conn()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self.catalog = self._group_catalog_before
-            self._last_ts = self._group_ts_before
+            self.catalog = group.catalog_before
+            self._last_ts = group.ts_before
             if done is not None and not done.done():
                 done.set_exception(
                     StorageError(f"the commit failed and nothing was written: {error}")
