@@ -9,6 +9,8 @@ from .db import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
     from .functions import Function
+    from .runtime import Runtime
+    from .transaction import TxState
 
 FunctionRef = "Function | str"
 
@@ -29,29 +31,53 @@ class Auth:
 
 
 class QueryCtx:
-    """``ctx`` of a query: read-only database access, auth, and file URLs."""
+    """``ctx`` of a query: read-only database access, auth, and file URLs.
+    ``ctx.storage`` is made on first use (most functions never touch it)."""
 
-    __slots__ = ("auth", "db", "storage")
+    __slots__ = ("_runtime", "_state", "_storage", "auth", "db")
 
-    def __init__(self, db: DatabaseReader, auth: Auth, storage: Any = None) -> None:
+    def __init__(self, db: DatabaseReader, auth: Auth, state: TxState, runtime: Runtime) -> None:
         self.db = db
         self.auth = auth
-        self.storage = storage
+        self._state = state
+        self._runtime = runtime
+        self._storage: Any = None
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            self._storage = self._runtime.services.storage_for("query", self._state, self._runtime)
+        return self._storage
 
 
 class MutationCtx:
     """``ctx`` of a mutation: read-write database access, auth, the scheduler
-    (jobs are part of the mutation's transaction) and file storage."""
+    (jobs are part of the mutation's transaction) and file storage.
+    ``ctx.scheduler`` and ``ctx.storage`` are made on first use."""
 
-    __slots__ = ("auth", "db", "scheduler", "storage")
+    __slots__ = ("_runtime", "_scheduler", "_state", "_storage", "auth", "db")
 
-    def __init__(
-        self, db: DatabaseWriter, auth: Auth, scheduler: Any = None, storage: Any = None
-    ) -> None:
+    def __init__(self, db: DatabaseWriter, auth: Auth, state: TxState, runtime: Runtime) -> None:
         self.db = db
         self.auth = auth
-        self.scheduler = scheduler
-        self.storage = storage
+        self._state = state
+        self._runtime = runtime
+        self._scheduler: Any = None
+        self._storage: Any = None
+
+    @property
+    def scheduler(self) -> Any:
+        if self._scheduler is None:
+            self._scheduler = self._runtime.services.scheduler_for_mutation(self._state)
+        return self._scheduler
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            self._storage = self._runtime.services.storage_for(
+                "mutation", self._state, self._runtime
+            )
+        return self._storage
 
 
 Runner = Callable[[Any, dict[str, Any] | None], Awaitable[Any]]

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from basalt.errors import BasaltError, InvalidValue
 from basalt.storage.base import Document, TableInfo
-from basalt.values.ids import encode_id, is_valid_id, new_internal_id, table_number_of
+from basalt.values.ids import is_valid_id, new_id, table_number_of
 from basalt.values.model import (
     MAX_DOCUMENT_DEPTH,
     MAX_DOCUMENT_SIZE,
@@ -163,8 +163,9 @@ class DatabaseWriter(DatabaseReader):
     async def insert(self, table: str, value: dict[str, Any]) -> str:
         """Insert a new document; returns its id."""
         state = self._state
-        _check_table_name(table, "db.insert")
-        if table.startswith("_") and not state.system:
+        if type(table) is not str or not table:
+            _check_table_name(table, "db.insert")
+        if table[0] == "_" and not state.system:
             raise DatabaseError(f"db.insert: cannot write to the system table {table!r}")
         value, size = self._prepare(table, value, "db.insert", None)
         tx = state.writer
@@ -172,7 +173,7 @@ class DatabaseWriter(DatabaseReader):
         if info is None:
             info = await tx.ensure_table(table)
         now = state.creation_times.next()
-        doc_id = encode_id(info.number, new_internal_id(now))
+        doc_id = new_id(info.number, now)
         doc = {"_id": doc_id, "_creationTime": now}
         doc.update(value)
         await tx.insert(info, doc)

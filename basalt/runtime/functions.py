@@ -47,6 +47,7 @@ class Function:
         self.handler = handler
         self.kind = kind
         self.visibility = visibility
+        self.is_public = visibility == "public"
         self.args = as_object_validator(args)
         if returns is not None and not isinstance(returns, Validator):
             raise SchemaDefinitionError(
@@ -57,10 +58,6 @@ class Function:
         self.path: str | None = None
         self.__name__ = handler.__name__
         self.__doc__ = handler.__doc__
-
-    @property
-    def is_public(self) -> bool:
-        return self.visibility == "public"
 
     def __repr__(self) -> str:
         where = self.path or self.handler.__qualname__

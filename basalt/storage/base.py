@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 Document = dict[str, Any]
 
@@ -62,8 +62,7 @@ class IndexInfo:
     state: str = "ready"
 
 
-@dataclass(frozen=True, slots=True)
-class KeyWrite:
+class KeyWrite(NamedTuple):
     """One index key a commit touched: an old key removed or a new key added.
 
     The sync layer invalidates a subscription iff one of these keys falls in one

@@ -88,7 +88,9 @@ class _WriteBlock:
         engine = self._engine
         await engine._write_lock.acquire()
         try:
-            conn = engine._conn()
+            conn = engine._writer
+            if conn is None:
+                raise StorageError("the SQLite engine is not open")
             group = engine._group
             if group is not None and group.error is not None:
                 engine._finish_group(group.error)  # doomed: undo it before starting anew
@@ -116,7 +118,7 @@ class _WriteBlock:
         committed = writer.committed_ts is not None
         waiter: asyncio.Future[None] | None = None
         try:
-            conn = engine._conn()
+            conn = writer._conn
             group = engine._group
             assert group is not None
             if writer.savepoint_open:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import apsw
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from .sqlite import SqliteEngine
 
 _SCAN_SQL = scan_queries("?")
+
+#: ``KeyWrite(index_id, key)`` without NamedTuple's Python-level ``__new__`` (a
+#: commit makes one per index of every document it writes).
+_key_write: Callable[[tuple[int, bytes]], KeyWrite] = partial(tuple.__new__, KeyWrite)
 
 INSERT_DOCUMENT = "INSERT INTO documents(id, table_number, value) VALUES (?, ?, ?)"
 UPDATE_DOCUMENT = "UPDATE documents SET value = ? WHERE id = ?"
@@ -194,7 +199,10 @@ class SqliteWriter(SqliteReader):
     def __init__(
         self, engine: SqliteEngine, conn: apsw.Connection, group: CommitGroup, *, savepoint: bool
     ) -> None:
-        super().__init__(conn, engine.catalog)
+        # (SqliteReader.__init__ inline: one of these is made for every mutation)
+        self._conn = conn
+        self.catalog = engine.catalog
+        self.bytes_read = 0
         self._engine = engine
         self._group = group
         self._catalog_changed = False
@@ -290,14 +298,25 @@ class SqliteWriter(SqliteReader):
     # -- documents -----------------------------------------------------------
     async def insert(self, table: TableInfo, document: Document) -> None:
         doc_id = document["_id"]
-        batch = self._batch_for(doc_id)
-        batch.add(INSERT_DOCUMENT, (doc_id, table.number, dumps_stored(document)))
+        staged = self._staged
+        if doc_id in staged.doc_ids:
+            self._writing()
+        staged.doc_ids.add(doc_id)
+        # WriteBatch.add inline: this runs for every inserted document.
+        rows = staged.rows
+        params = (doc_id, table.number, dumps_stored(document))
+        try:
+            rows[INSERT_DOCUMENT].append(params)
+        except KeyError:
+            rows[INSERT_DOCUMENT] = [params]
+        entries = rows.get(INSERT_ENTRY)
+        if entries is None:
+            entries = rows[INSERT_ENTRY] = []
         keys = self._keys
-        add = batch.add
         for index in self.catalog.indexes_of(table.number):
             key = index_key(document, index)
-            add(INSERT_ENTRY, (index.id, key, doc_id))
-            keys.append(KeyWrite(index.id, key))
+            entries.append((index.id, key, doc_id))
+            keys.append(_key_write((index.id, key)))
         self._doc_ids.append(doc_id)
 
     async def replace(self, table: TableInfo, old: Document, new: Document) -> None:

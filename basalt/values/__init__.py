@@ -4,7 +4,7 @@ Standard library only. See :mod:`basalt.values.model` for how Convex values map
 onto Python objects.
 """
 
-from .ids import decode_id, encode_id, is_valid_id, new_internal_id, table_number_of
+from .ids import decode_id, encode_id, is_valid_id, new_id, new_internal_id, table_number_of
 from .keys import (
     MISSING,
     Missing,
@@ -68,6 +68,7 @@ __all__ = [
     "is_valid_id",
     "loads",
     "loads_stored",
+    "new_id",
     "new_internal_id",
     "prefix_successor",
     "table_number_of",

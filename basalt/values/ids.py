@@ -29,6 +29,7 @@ __all__ = [
     "decode_id",
     "encode_id",
     "is_valid_id",
+    "new_id",
     "new_internal_id",
     "table_number_of",
 ]
@@ -55,6 +56,7 @@ def _fletcher16(data: bytes) -> int:
     return ((sum(running) & 0xFF) << 8) | (running[-1] & 0xFF)
 
 
+@lru_cache(maxsize=1024)
 def _vint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -65,6 +67,18 @@ def _vint(n: int) -> bytes:
 
 
 def _base32(data: bytes) -> str:
+    if len(data) == 20:  # the ids of tables 128..16383 (every user table): unrolled
+        n = int.from_bytes(data, "big")
+        p = _PAIRS
+        return "".join(
+            (
+                p[n >> 150], p[(n >> 140) & 1023], p[(n >> 130) & 1023], p[(n >> 120) & 1023],
+                p[(n >> 110) & 1023], p[(n >> 100) & 1023], p[(n >> 90) & 1023],
+                p[(n >> 80) & 1023], p[(n >> 70) & 1023], p[(n >> 60) & 1023],
+                p[(n >> 50) & 1023], p[(n >> 40) & 1023], p[(n >> 30) & 1023],
+                p[(n >> 20) & 1023], p[(n >> 10) & 1023], p[n & 1023],
+            )
+        )  # fmt: skip
     bits = len(data) * 8
     chars = -(-bits // 5)
     n = int.from_bytes(data, "big") << (chars * 5 - bits)
@@ -202,3 +216,19 @@ def new_internal_id(now_ms: float, rand: Callable[[int], bytes] = _pool.take) ->
     ms = int(now_ms) & 0xFFFF_FFFF_FFFF
     day = int(now_ms // _MS_PER_DAY) & 0xFFFF
     return ms.to_bytes(6, "big") + random_part + day.to_bytes(2, "big")
+
+
+def new_id(table_number: int, now_ms: float) -> str:
+    """The text of a fresh id in table ``table_number``: what
+    ``encode_id(table_number, new_internal_id(now_ms))`` gives, in one step
+    (every insert makes one)."""
+    if type(table_number) is not int or not 1 <= table_number <= _MAX_TABLE_NUMBER:
+        encode_id(table_number, bytes(INTERNAL_ID_LENGTH))  # raises the error
+    ms = int(now_ms)
+    body = (
+        _vint(table_number)
+        + (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+        + _pool.take(8)
+        + (int(now_ms // _MS_PER_DAY) & 0xFFFF).to_bytes(2, "big")
+    )
+    return _base32(body + (_fletcher16(body) ^ _VERSION).to_bytes(2, "little"))

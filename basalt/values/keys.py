@@ -165,12 +165,22 @@ def encode_value(value: object) -> bytes:
     return bytes(out)
 
 
-def encode_key(values: Sequence[object]) -> bytes:
+def encode_key(values: Sequence[Any]) -> bytes:
     """The key of a tuple of values: the concatenation of their encodings."""
     out = bytearray()
     try:
         for value in values:
-            _encode_into(value, out)
+            # The common index fields inline (the same bytes as _encode_into).
+            t = type(value)
+            if t is float:
+                u = _unpack_u64(_pack_f64(value))[0]
+                out += _pack_tag_u64(_TAG_FLOAT, u ^ _ALL if u & _SIGN else u | _SIGN)
+            elif t is str and value.isascii() and "\x00" not in value:
+                out.append(_TAG_STR)
+                out += value.encode("ascii")
+                out += b"\x00\x00"
+            else:
+                _encode_into(value, out)
     except (UnicodeEncodeError, RecursionError) as exc:
         raise _not_encodable(exc) from None
     return bytes(out)

@@ -218,7 +218,13 @@ def _check(value: Any, depth: int, good_names: set[str] = _GOOD_NAMES) -> int:
             for key, item in value.items():
                 if key not in good_names or type(key) is not str:
                     _check_field_name(key)
-                size += len(key) + 1 + _check(item, depth)
+                it = type(item)
+                if it is str and item.isascii():  # the common fields inline
+                    size += len(key) + 3 + len(item)
+                elif it is float:
+                    size += len(key) + 10
+                else:
+                    size += len(key) + 1 + _check(item, depth)
         except _BadValue as err:
             err.add_key(key)
             raise

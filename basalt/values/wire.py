@@ -19,7 +19,7 @@ import json
 import json.encoder
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from basalt.errors import InvalidValue
@@ -284,8 +284,9 @@ def _stored_default(obj: object) -> JSONValue:
     raise TypeError(f"type {type(obj).__name__} is not a Convex value")
 
 
-def _make_stored_encoder() -> Callable[[object], str]:
-    """Compact JSON, NaN/Infinity literals allowed, bytes through the default hook.
+def _make_stored_encoder() -> Callable[[object, int], Iterable[str]]:
+    """Compact JSON, NaN/Infinity literals allowed, bytes through the default hook:
+    ``encoder(value, 0)`` gives the text in pieces.
 
     ``JSONEncoder.encode`` builds its C encoder on every call; one built once
     and reused gives the same text, which matters on the write path.
@@ -293,22 +294,18 @@ def _make_stored_encoder() -> Callable[[object], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     quote = getattr(json.encoder, "c_encode_basestring", None)
     if make is None or quote is None:  # no C accelerator: the pure-Python encoder
-        return json.JSONEncoder(
+        encode = json.JSONEncoder(
             separators=(",", ":"),
             ensure_ascii=False,
             check_circular=False,
             allow_nan=True,
             default=_stored_default,
         ).encode
-    encoder = make(None, _stored_default, quote, None, ":", ",", False, False, True)
-
-    def encode(value: object) -> str:
-        return "".join(encoder(value, 0))
-
-    return encode
+        return lambda value, _: (encode(value),)
+    return make(None, _stored_default, quote, None, ":", ",", False, False, True)  # type: ignore[no-any-return]
 
 
-_stored_encode = _make_stored_encoder()
+_stored_encoder = _make_stored_encoder()
 
 
 def _wrap_odd_nans(value: Any) -> Any:
@@ -347,9 +344,9 @@ def dumps_stored(value: object) -> str:
     Exact round trip through :func:`loads_stored`: int stays int, float stays
     float bit for bit (NaN payloads, ±inf and -0.0 included), bytes stay bytes.
     """
-    text = _stored_encode(value)
+    text = "".join(_stored_encoder(value, 0))
     if "NaN" in text:  # rare: maybe a NaN that the NaN literal cannot represent
-        text = _stored_encode(_wrap_odd_nans(value))
+        text = "".join(_stored_encoder(_wrap_odd_nans(value), 0))
     return text
 
 

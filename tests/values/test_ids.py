@@ -14,6 +14,7 @@ from basalt.values import (
     decode_id,
     encode_id,
     is_valid_id,
+    new_id,
     new_internal_id,
     table_number_of,
 )
@@ -189,3 +190,26 @@ def test_new_internal_id() -> None:
     assert new_internal_id(86_400_000 * 65537.5, rand=bytes)[-2:] == b"\x00\x01"
     with pytest.raises(ValueError, match="returned 3 bytes"):
         new_internal_id(0, rand=lambda n: b"abc")
+
+
+@given(table_numbers, st.floats(0, 2**47, allow_nan=False))
+@settings(max_examples=300)
+def test_new_id_is_an_encoded_fresh_internal_id(table_number: int, now_ms: float) -> None:
+    text = new_id(table_number, now_ms)
+    number, internal = decode_id(text)
+    assert number == table_number
+    # The same layout as new_internal_id: the time, 8 random bytes, the day.
+    assert internal[:6] == new_internal_id(now_ms, rand=bytes)[:6]
+    assert internal[14:] == new_internal_id(now_ms, rand=bytes)[14:]
+    assert (
+        encode_id(table_number, internal)
+        == text
+        == reference_text(with_footer(vint(table_number) + internal))
+    )
+    assert new_id(table_number, now_ms) != text
+
+
+def test_new_id_refuses_a_bad_table_number() -> None:
+    for bad in (0, -1, 2**32, 1.5):
+        with pytest.raises(InvalidValue, match="table number"):
+            new_id(bad, 0.0)  # type: ignore[arg-type]
