@@ -48,7 +48,13 @@ import apsw
 
 from basalt.runtime import Runtime, load_app
 from basalt.storage import sqlite as basalt_sqlite
+from basalt.storage.base import Commit, KeyWrite
+from basalt.storage.commitlog import encode_writes
+from basalt.storage.indexing import index_key
 from basalt.storage.sqlite import DURABILITY_SYNC, SqliteEngine
+from basalt.storage.sqlite_tx import INSERT_DOCUMENT, INSERT_ENTRY
+from basalt.values.ids import new_id
+from basalt.values.wire import dumps_stored
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -191,6 +197,70 @@ def raw_round(path: Path, pragmas: dict[str, Any], seconds: float) -> dict[str, 
         conn.close()
     remove_db(path)
     return {"count": n, "seconds": elapsed, "rate": n / elapsed, "stored": stored}
+
+
+# -- 1b. Basalt's SQL alone ----------------------------------------------------------------
+
+
+def sql_alone_round(path: Path, durability: str, seconds: float) -> dict[str, Any]:
+    """The statements Basalt's engine sends for one mutation that runs alone (its own
+    SQLite transaction), with the rows it would write, and no Python runtime around
+    them: the ceiling of the one-caller in-process rate on this layout."""
+
+    async def catalog() -> tuple[int, list[Any]]:
+        async with Runtime(load_app(APP_DIR), SqliteEngine(path, durability=durability)) as rt:
+            engine = rt.storage
+            assert isinstance(engine, SqliteEngine)
+            table = engine.catalog.table_by_name("messages")
+            assert table is not None
+            return table.number, engine.catalog.indexes_of(table.number)
+
+    table_number, indexes = run_async(catalog())
+    conn = apsw.Connection(str(path))
+    conn.setbusytimeout(10_000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={DURABILITY_SYNC[durability]}")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    execute, executemany = conn.execute, conn.executemany
+    n = 0
+    spent = 0.0
+    ts = time.time_ns()
+    clock = time.perf_counter
+    try:
+        while spent < seconds:
+            # 200 mutations' rows, made outside the timed part.
+            batch = []
+            for i in range(200):
+                now = time.time() * 1000 + i / 1024
+                doc = {"_id": new_id(table_number, now), "_creationTime": now,
+                       "author": AUTHORS[i & 15], "body": BODY}  # fmt: skip
+                keys = [KeyWrite(ix.id, index_key(doc, ix)) for ix in indexes]
+                ts += 1
+                commit = Commit(ts=ts, doc_ids=[doc["_id"]], keys=keys)
+                batch.append(
+                    (
+                        [(doc["_id"], table_number, dumps_stored(doc))],
+                        [(k.index_id, k.key, doc["_id"]) for k in keys],
+                        [(ts, encode_writes(commit))],
+                    )
+                )
+            start = clock()
+            for doc_rows, entry_rows, log_rows in batch:
+                execute("BEGIN IMMEDIATE")
+                execute("PRAGMA data_version").fetchall()
+                executemany(INSERT_DOCUMENT, doc_rows)
+                executemany(INSERT_ENTRY, entry_rows)
+                executemany("INSERT INTO commits(ts, writes) VALUES (?, ?)", log_rows)
+                execute("COMMIT")
+            spent += clock() - start
+            n += len(batch)
+        stored = conn.execute(
+            "SELECT count(*) FROM documents WHERE table_number = ?", (table_number,)
+        ).fetchall()[0][0]
+    finally:
+        conn.close()
+    remove_db(path)
+    return {"count": n, "seconds": spent, "rate": n / spent, "stored": stored}
 
 
 # -- 2. in-process -----------------------------------------------------------------------
@@ -637,11 +707,14 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
     out(f"{args.rounds} interleaved rounds of {args.seconds:g} s (raw, basalt, raw, ...); medians")
 
     raw: list[dict[str, Any]] = []
+    alone: list[dict[str, Any]] = []
     inproc: list[dict[str, Any]] = []
     concurrent: list[dict[str, Any]] = []
     for r in range(args.rounds):
         say(f"  round {r + 1}/{args.rounds}: raw ...")
         raw.append(raw_round(tmp / f"raw-{r}.sqlite3", pragmas, args.seconds))
+        say(f"  round {r + 1}/{args.rounds}: Basalt's SQL alone ...")
+        alone.append(sql_alone_round(tmp / f"alone-{r}.sqlite3", args.durability, args.seconds))
         say(f"  round {r + 1}/{args.rounds}: basalt in-process, one caller ...")
         inproc.append(basalt_round(tmp / f"basalt-{r}.sqlite3", args.durability, args.seconds))
         say(f"  round {r + 1}/{args.rounds}: basalt in-process, {args.callers} callers ...")
@@ -649,6 +722,8 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
             basalt_round(tmp / f"basalt-c{r}.sqlite3", args.durability, args.seconds, args.callers)
         )
     raw_rate = statistics.median(x["rate"] for x in raw)
+    alone_rate = statistics.median(x["rate"] for x in alone)
+    alone_ratio = statistics.median(b["rate"] / a["rate"] for a, b in zip(raw, alone, strict=True))
     inproc_rate = statistics.median(x["rate"] for x in inproc)
     ratio = statistics.median(b["rate"] / a["rate"] for a, b in zip(raw, inproc, strict=True))
     conc_rate = statistics.median(x["rate"] for x in concurrent)
@@ -662,6 +737,10 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
 
     label = 28
     out(f"{'raw insert+commit':<{label}}{fmt_rate(raw_rate):>12}   ({rounds(raw)})")
+    out(
+        f"{'basalt SQL alone, 1 caller':<{label}}{fmt_rate(alone_rate):>12}   ratio "
+        f"{alone_ratio:.2f}   ({rounds(alone)}; no Python: the one-caller ceiling)"
+    )
     met = "met" if ratio >= IN_PROCESS_GOAL else "NOT met"
     out(
         f"{'basalt in-process, 1 caller':<{label}}{fmt_rate(inproc_rate):>12}   ratio {ratio:.2f} "
@@ -679,6 +758,7 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
         "pragmas": pragmas,
         "seconds": args.seconds,
         "raw": {"rate": raw_rate, "rounds": raw},
+        "sql_alone": {"rate": alone_rate, "ratio_to_raw": alone_ratio, "rounds": alone},
         "in_process": {
             "rate": inproc_rate,
             "ratio_to_raw": ratio,
@@ -693,7 +773,7 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
             "rounds": concurrent,
         },
     }
-    correct = all(x["stored"] == x["count"] for x in raw + inproc + concurrent)
+    correct = all(x["stored"] == x["count"] for x in raw + alone + inproc + concurrent)
     stored = sum(x["stored"] for x in inproc + concurrent)
     called = sum(x["count"] for x in inproc + concurrent)
     checks = [
