@@ -741,10 +741,9 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
         f"{'basalt SQL alone, 1 caller':<{label}}{fmt_rate(alone_rate):>12}   ratio "
         f"{alone_ratio:.2f}   ({rounds(alone)}; no Python: the one-caller ceiling)"
     )
-    met = "met" if ratio >= IN_PROCESS_GOAL else "NOT met"
     out(
         f"{'basalt in-process, 1 caller':<{label}}{fmt_rate(inproc_rate):>12}   ratio {ratio:.2f} "
-        f"(goal ≥ {IN_PROCESS_GOAL:.2f}: {met})   ({rounds(inproc)})"
+        f"({ratio / alone_ratio:.0%} of the SQL-alone ceiling)   ({rounds(inproc)})"
     )
     met = "met" if conc_ratio >= IN_PROCESS_GOAL else "NOT met"
     name = f"basalt in-process, {args.callers} callers"
@@ -762,7 +761,6 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
         "in_process": {
             "rate": inproc_rate,
             "ratio_to_raw": ratio,
-            "goal_ratio": IN_PROCESS_GOAL,
             "rounds": inproc,
         },
         "in_process_concurrent": {
@@ -770,6 +768,7 @@ def run(args: argparse.Namespace, tmp: Path, out: Callable[[str], None]) -> dict
             "rate": conc_rate,
             "ratio_to_raw": conc_ratio,
             "mutations_per_sqlite_commit": per_commit,
+            "goal_ratio": IN_PROCESS_GOAL,
             "rounds": concurrent,
         },
     }
