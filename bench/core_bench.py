@@ -52,6 +52,7 @@ from basalt.storage.base import Commit, KeyWrite
 from basalt.storage.commitlog import encode_writes
 from basalt.storage.indexing import index_key
 from basalt.storage.sqlite import DURABILITY_SYNC, SqliteEngine
+from basalt.storage.sqlite_checkpoint import Checkpointer
 from basalt.storage.sqlite_tx import INSERT_DOCUMENT, INSERT_ENTRY
 from basalt.values.ids import new_id
 from basalt.values.wire import dumps_stored
@@ -78,6 +79,7 @@ COPIED_PRAGMAS = (
     "journal_size_limit",
 )
 SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+SQLITE_DEFAULT_AUTOCHECKPOINT = 1000
 
 #: The message body used everywhere: ~80 characters, so a stored document is ~150 bytes
 #: and the raw baseline's JSON row is ~100 bytes.
@@ -145,6 +147,11 @@ def engine_pragmas(tmp: Path, durability: str) -> dict[str, Any]:
     else:  # could not read the engine's connection: use its documented map
         pragmas["synchronous"] = DURABILITY_SYNC[durability]
         pragmas.setdefault("journal_mode", "wal")
+    if pragmas.get("wal_autocheckpoint") == 0:
+        # The engine checkpoints on a worker thread of its own (its writer connection
+        # has SQLite's automatic checkpoint off); a plain SQLite program keeps the
+        # automatic one, or its WAL would grow without bound.
+        pragmas["wal_autocheckpoint"] = SQLITE_DEFAULT_AUTOCHECKPOINT
     expected = DURABILITY_SYNC[durability]
     if str(pragmas["synchronous"]).upper() != expected:
         say(
@@ -202,25 +209,17 @@ def raw_round(path: Path, pragmas: dict[str, Any], seconds: float) -> dict[str, 
 # -- 1b. Basalt's SQL alone ----------------------------------------------------------------
 
 
-def sql_alone_round(path: Path, durability: str, seconds: float) -> dict[str, Any]:
-    """The statements Basalt's engine sends for one mutation that runs alone (its own
-    SQLite transaction), with the rows it would write, and no Python runtime around
-    them: the ceiling of the one-caller in-process rate on this layout."""
-
-    async def catalog() -> tuple[int, list[Any]]:
-        async with Runtime(load_app(APP_DIR), SqliteEngine(path, durability=durability)) as rt:
-            engine = rt.storage
-            assert isinstance(engine, SqliteEngine)
-            table = engine.catalog.table_by_name("messages")
-            assert table is not None
-            return table.number, engine.catalog.indexes_of(table.number)
-
-    table_number, indexes = run_async(catalog())
+async def _sql_alone(
+    path: Path, durability: str, seconds: float, table_number: int, indexes: list[Any]
+) -> tuple[int, int, float]:
     conn = apsw.Connection(str(path))
     conn.setbusytimeout(10_000)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={DURABILITY_SYNC[durability]}")
     conn.execute("PRAGMA temp_store=MEMORY")
+    # WAL checkpoints as the engine runs them: on a worker thread.
+    checkpointer = Checkpointer(str(path))
+    checkpointer.attach(conn)
     execute, executemany = conn.execute, conn.executemany
     n = 0
     spent = 0.0
@@ -246,19 +245,42 @@ def sql_alone_round(path: Path, durability: str, seconds: float) -> dict[str, An
                 )
             start = clock()
             for doc_rows, entry_rows, log_rows in batch:
+                if checkpointer.must_wait():
+                    await checkpointer.wait()
                 execute("BEGIN IMMEDIATE")
                 execute("PRAGMA data_version").fetchall()
                 executemany(INSERT_DOCUMENT, doc_rows)
                 executemany(INSERT_ENTRY, entry_rows)
                 executemany("INSERT INTO commits(ts, writes) VALUES (?, ?)", log_rows)
                 execute("COMMIT")
+                checkpointer.after_commit()
+                await asyncio.sleep(0)  # a turn of the loop, as between mutations
             spent += clock() - start
             n += len(batch)
         stored = conn.execute(
             "SELECT count(*) FROM documents WHERE table_number = ?", (table_number,)
         ).fetchall()[0][0]
     finally:
+        await checkpointer.close()
         conn.close()
+    return int(stored), n, spent
+
+
+def sql_alone_round(path: Path, durability: str, seconds: float) -> dict[str, Any]:
+    """The statements Basalt's engine sends for one mutation that runs alone (its own
+    SQLite transaction), with the rows it would write, and no Python runtime around
+    them: the ceiling of the one-caller in-process rate on this layout."""
+
+    async def catalog() -> tuple[int, list[Any]]:
+        async with Runtime(load_app(APP_DIR), SqliteEngine(path, durability=durability)) as rt:
+            engine = rt.storage
+            assert isinstance(engine, SqliteEngine)
+            table = engine.catalog.table_by_name("messages")
+            assert table is not None
+            return table.number, engine.catalog.indexes_of(table.number)
+
+    table_number, indexes = run_async(catalog())
+    stored, n, spent = run_async(_sql_alone(path, durability, seconds, table_number, indexes))
     remove_db(path)
     return {"count": n, "seconds": spent, "rate": n / spent, "stored": stored}
 

@@ -12,6 +12,10 @@ use a pool of reader connections, each a WAL snapshot. Durability:
   survives power loss, at the price of one fsync per commit group; the commit
   runs on a worker thread so the server keeps serving during the fsync.
 
+WAL checkpoints (copying the log into the database file, with their fsyncs)
+run on a worker thread too, not inside a ``COMMIT`` on the event loop (see
+:mod:`basalt.storage.sqlite_checkpoint`).
+
 **Group commit.** Mutations still run one at a time, but the mutations that
 arrive together share one SQLite transaction: the first opens it, and it is
 committed on the next turn of the event loop, after every mutation that was
@@ -41,6 +45,7 @@ from basalt.errors import StorageError
 from .base import Commit, IndexInfo, KeyWrite, TableInfo
 from .catalog import MemoryCatalog
 from .commitlog import decode_commit, encode_writes
+from .sqlite_checkpoint import CHECKPOINT_PAGES, Checkpointer
 from .sqlite_tx import CommitGroup, SqliteReader, SqliteWriter
 
 DURABILITY_SYNC = {"process": "NORMAL", "power": "FULL"}
@@ -86,7 +91,11 @@ class _WriteBlock:
 
     async def __aenter__(self) -> SqliteWriter:
         engine = self._engine
-        await engine._write_lock.acquire()
+        engine._writers_waiting += 1
+        try:
+            await engine._write_lock.acquire()
+        finally:
+            engine._writers_waiting -= 1
         try:
             conn = engine._writer
             if conn is None:
@@ -96,6 +105,8 @@ class _WriteBlock:
                 engine._finish_group(group.error)  # doomed: undo it before starting anew
                 group = None
             if group is None:
+                if engine.checkpointer.must_wait():
+                    await engine.checkpointer.wait()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     engine._refresh()
@@ -146,18 +157,28 @@ class _WriteBlock:
 class SqliteEngine:
     """The SQLite storage engine for one database file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "process") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "process",
+        checkpoint_pages: int = CHECKPOINT_PAGES,
+    ) -> None:
         if durability not in DURABILITY_SYNC:
             raise ValueError(
                 f"durability must be one of {sorted(DURABILITY_SYNC)}, got {durability!r}"
             )
         self.path = str(path)
+        #: runs the WAL checkpoints on worker threads (see sqlite_checkpoint)
+        self.checkpointer = Checkpointer(self.path, pages=checkpoint_pages)
         self.durability = durability
         self.catalog = MemoryCatalog()
         self._sync = DURABILITY_SYNC[durability]
         self._writer: apsw.Connection | None = None
         self._readers: list[apsw.Connection] = []
         self._write_lock = asyncio.Lock()
+        #: write transactions waiting for the lock (they join the open group)
+        self._writers_waiting = 0
         #: the newest timestamp handed out (may be in a commit group not yet durable)
         self._last_ts = 0
         #: the newest durable, visible commit
@@ -178,6 +199,8 @@ class SqliteEngine:
         writer = _connect(self.path, self._sync)
         with writer:
             writer.execute(_LAYOUT)
+        if self.path != ":memory:":
+            self.checkpointer.attach(writer)
         self._writer = writer
         self._refresh()
 
@@ -185,6 +208,7 @@ class SqliteEngine:
         if self._writer is not None and self._group is not None:
             async with self._write_lock:
                 await self._flush_locked()
+        await self.checkpointer.close()
         for conn in self._readers:
             conn.close()
         self._readers.clear()
@@ -252,8 +276,8 @@ class SqliteEngine:
 
     def _flush_soon(self) -> None:
         self._flush_scheduled = False
-        if self._group is None or self._write_lock.locked():
-            return  # the writer holding the lock schedules the flush again
+        if self._group is None or self._write_lock.locked() or self._writers_waiting:
+            return  # the next writer to hold the lock schedules the flush again
         if self.durability == "power":
             task = asyncio.ensure_future(self._flush_with_lock())
             self._flush_tasks.add(task)
@@ -329,6 +353,7 @@ class SqliteEngine:
                 )
             return
         self.groups_committed += 1
+        self.checkpointer.after_commit()
         if commits:
             self._visible_ts = commits[-1].ts
         for commit in commits:

@@ -12,6 +12,7 @@ import pytest
 from basalt.errors import StorageError
 from basalt.storage.indexing import index_key
 from basalt.storage.sqlite import SqliteEngine
+from basalt.storage.sqlite_checkpoint import FORCE_FACTOR
 
 from .test_contract import doc
 
@@ -164,3 +165,77 @@ async def test_rows_that_cannot_be_written_fail_the_whole_group_and_nothing_else
         await tx.insert(notes, same)
         await tx.commit()
     assert await _ids(engine, "notes") == [same["_id"]]
+
+
+# -- WAL checkpoints run on a worker thread, and the WAL stays bounded
+
+
+async def test_checkpoints_run_beside_writes_and_keep_the_wal_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    pages = 16
+    engine = SqliteEngine(path, checkpoint_pages=pages)
+    await engine.open()
+    body = "x" * 600
+    largest_wal = 0
+    try:
+        async with engine.write() as tx:
+            notes = await tx.ensure_table("notes")
+            await tx.commit()
+
+        async def insert(i: int) -> None:
+            async with engine.write() as tx:
+                await tx.insert(notes, doc(notes.number, 1.0 + i / 1024, body=body))
+                await tx.commit()
+
+        for start in range(0, 6000, 30):  # groups of 30 writes, one after the other
+            await asyncio.gather(*(insert(i) for i in range(start, start + 30)))
+            largest_wal = max(largest_wal, (tmp_path / "db.sqlite3-wal").stat().st_size)
+        written = 6000 * len(body)
+        frame = 4096 + 24  # a WAL frame: a page and its header
+        assert largest_wal < written / 4, "the WAL grew with the data instead of restarting"
+        assert largest_wal <= 2 * FORCE_FACTOR * pages * frame + 64 * frame
+        # Checkpoints ran beside writes; now and then writers waited for one, so
+        # that the WAL could restart.
+        checkpointer = engine.checkpointer
+        assert checkpointer.background > 10
+        assert checkpointer.waited > 0
+    finally:
+        await engine.close()
+    reopened = SqliteEngine(path)
+    await reopened.open()
+    try:
+        assert len(await _ids(reopened, "notes")) == 6000
+    finally:
+        await reopened.close()
+
+
+def test_checkpoint_pages_are_checked() -> None:
+    with pytest.raises(ValueError, match="checkpoint_pages"):
+        SqliteEngine(":memory:", checkpoint_pages=0)
+
+
+async def test_writers_that_queued_behind_a_slow_one_share_one_group(
+    sqlite_engine: SqliteEngine,
+) -> None:
+    engine = sqlite_engine
+    async with engine.write() as tx:
+        notes = await tx.ensure_table("notes")
+        await tx.commit()
+    go_on = asyncio.Event()
+
+    async def write(i: int, wait: bool = False) -> None:
+        async with engine.write() as tx:
+            if wait:
+                await go_on.wait()  # holds the write lock meanwhile
+            await tx.insert(notes, doc(notes.number, 1.0 + i))
+            await tx.commit()
+
+    before = engine.groups_committed
+    slow = asyncio.ensure_future(write(0, wait=True))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(write(i)) for i in range(1, 21)]
+    await asyncio.sleep(0.01)  # all 20 wait for the lock
+    go_on.set()
+    await asyncio.gather(slow, *queued)
+    assert len(await _ids(engine, "notes")) == 21
+    assert engine.groups_committed - before == 1
