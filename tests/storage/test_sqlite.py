@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from basalt.errors import StorageError
+from basalt.storage.base import TableInfo
 from basalt.storage.indexing import index_key
 from basalt.storage.sqlite import SqliteEngine
 from basalt.storage.sqlite_checkpoint import FORCE_FACTOR
@@ -55,6 +56,13 @@ async def sqlite_engine(tmp_path: Path) -> AsyncIterator[SqliteEngine]:
         await engine.close()
 
 
+async def _table(engine: SqliteEngine, name: str) -> TableInfo:
+    async with engine.write() as tx:
+        table = await tx.ensure_table(name)
+        await tx.commit()
+    return table
+
+
 async def _ids(engine: SqliteEngine, table_name: str) -> list[str]:
     table = engine.catalog.table_by_name(table_name)
     if table is None:
@@ -68,9 +76,7 @@ async def test_a_failed_transaction_in_a_group_is_undone_alone(
     sqlite_engine: SqliteEngine,
 ) -> None:
     engine = sqlite_engine
-    async with engine.write() as tx:
-        notes = await tx.ensure_table("notes")
-        await tx.commit()
+    notes = await _table(engine, "notes")
     first = doc(notes.number, 1.0, n=1.0)
     ghost = doc(notes.number, 2.0, n=2.0)
     last = doc(notes.number, 3.0, n=3.0)
@@ -142,9 +148,7 @@ async def test_rows_that_cannot_be_written_fail_the_whole_group_and_nothing_else
     sqlite_engine: SqliteEngine,
 ) -> None:
     engine = sqlite_engine
-    async with engine.write() as tx:
-        notes = await tx.ensure_table("notes")
-        await tx.commit()
+    notes = await _table(engine, "notes")
     same = doc(notes.number, 1.0, n=1.0)
     other = doc(notes.number, 2.0, n=2.0)
 
@@ -178,9 +182,7 @@ async def test_checkpoints_run_beside_writes_and_keep_the_wal_bounded(tmp_path: 
     body = "x" * 600
     largest_wal = 0
     try:
-        async with engine.write() as tx:
-            notes = await tx.ensure_table("notes")
-            await tx.commit()
+        notes = await _table(engine, "notes")
 
         async def insert(i: int) -> None:
             async with engine.write() as tx:
@@ -218,9 +220,7 @@ async def test_writers_that_queued_behind_a_slow_one_share_one_group(
     sqlite_engine: SqliteEngine,
 ) -> None:
     engine = sqlite_engine
-    async with engine.write() as tx:
-        notes = await tx.ensure_table("notes")
-        await tx.commit()
+    notes = await _table(engine, "notes")
     go_on = asyncio.Event()
 
     async def write(i: int, wait: bool = False) -> None:
