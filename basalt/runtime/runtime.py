@@ -9,8 +9,6 @@ write conflict; actions run outside any transaction and can call the others.
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -29,6 +27,7 @@ from basalt.values.model import check_value
 from . import determinism, logs
 from .app import App
 from .clock import Clock, CreationTimes
+from .conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter
 from .functions import Function
@@ -38,9 +37,6 @@ from .services import Services
 from .transaction import Limits, TxState
 
 CallKind = Literal["query", "mutation", "action"]
-
-#: How often a mutation is retried on a write conflict before giving up.
-MAX_CONFLICT_RETRIES = 20
 
 T = TypeVar("T")
 #: How many later commits ``query_at`` inspects before it gives up on a timestamp.
@@ -470,9 +466,3 @@ def _given_up(function: Function) -> BasaltError:
         f"after {MAX_CONFLICT_RETRIES} retries",
         code="OptimisticConcurrencyControlFailure",
     )
-
-
-async def conflict_backoff(attempt: int) -> None:
-    """Sleep before retry ``attempt`` of a conflicting transaction (exponential,
-    capped at 0.1 s, with full jitter)."""
-    await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())

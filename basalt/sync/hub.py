@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from basalt.errors import WriteConflict
 from basalt.runtime import Runtime
+from basalt.runtime.conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
 from basalt.runtime.functions import Function
 from basalt.runtime.outcome import Outcome, error_data, error_message
-from basalt.runtime.runtime import MAX_CONFLICT_RETRIES, conflict_backoff
 from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import random
 import secrets
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -29,6 +28,7 @@ from basalt.storage.base import Commit, Document, Persistence, ReadTransaction
 from basalt.values.ids import decode_id, encode_id, new_internal_id
 
 from ..clock import Clock, CreationTimes
+from ..conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
 from ..query import Query
 from ..transaction import Limits, TxState
 from .ctx import (
@@ -48,7 +48,6 @@ SECRET_META_KEY: Final = "files.secret"
 #: The default limit on one upload (and on one ``ctx.storage.store``).
 MAX_UPLOAD_BYTES: Final = 1 << 30
 MAX_CONTENT_TYPE_LENGTH: Final = 1024
-_MAX_RETRIES = 20
 #: How long a deletion waits for its mutation's commit before it is forgotten.
 _PENDING_DELETE_TTL_S = 600.0
 
@@ -207,17 +206,17 @@ class FileService:
     async def write(self, body: Callable[[TxState], Awaitable[T]]) -> T:
         """Run ``body`` in a write transaction that may write system tables, and
         commit it (retried on a write conflict)."""
-        for attempt in range(1, _MAX_RETRIES + 1):
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             try:
                 async with self.runtime.storage.write() as tx:
                     result = await body(self._state(tx))
                     await tx.commit()
                 return result
             except WriteConflict:
-                await asyncio.sleep(min(0.001 * 2**attempt, 0.1) * random.random())
+                await conflict_backoff(attempt)
         raise BasaltError(
             f"a file-storage transaction kept conflicting with other writes and was given up "
-            f"after {_MAX_RETRIES} retries",
+            f"after {MAX_CONFLICT_RETRIES} retries",
             code="OptimisticConcurrencyControlFailure",
         )
 
