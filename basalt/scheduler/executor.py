@@ -61,6 +61,8 @@ class SchedulerStats:
     failed: int = 0
     #: due jobs left alone because they were no longer pending when their turn came
     skipped: int = 0
+    #: finished jobs deleted once they were older than the scheduler keeps them
+    pruned: int = 0
     #: times the loop was woken by a commit (rather than by its timer)
     commit_wakeups: int = 0
     #: whether the loop is waiting, and for how long (None: until woken)

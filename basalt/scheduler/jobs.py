@@ -24,6 +24,7 @@ from basalt.runtime.scheduling import (
     BY_STATE,
     BY_STATE_FIELDS,
     FAILED,
+    FINISHED,
     IN_PROGRESS,
     JOBS_TABLE,
     PENDING,
@@ -47,6 +48,9 @@ LAYOUT: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     CRONS_TABLE: {BY_NEXT_RUN: ("nextRun",)},
     LEASES_TABLE: {BY_JOB: ("jobId",)},
 }
+
+#: How long finished jobs (success, failed, canceled) are kept: 7 days, as in Convex.
+KEEP_FINISHED_MS: Final = 7 * 86_400_000.0
 
 #: The error recorded for an action that was running when the server stopped.
 INTERRUPTED: Final = "the server stopped while this action was running"
@@ -272,3 +276,37 @@ async def fail_interrupted(
         if page["isDone"]:
             return count
         cursor = page["continueCursor"]
+
+
+async def prune_finished(runtime: Runtime, now_ms: float, keep_ms: float, page: int = 500) -> int:
+    """Delete the jobs that finished more than ``keep_ms`` before ``now_ms``, a
+    page per transaction; returns how many.
+
+    It looks through the finished jobs due before the cutoff (``by_state`` is in
+    ``scheduledTime`` order): a job finishes after it is due, except one
+    canceled early, which goes once its due time is that old too.
+    """
+    cutoff = now_ms - keep_ms
+    deleted = 0
+    for kind in sorted(FINISHED):
+        cursor: str | None = None
+        done = False
+        while not done:
+
+            async def write(
+                db: DatabaseWriter, kind: str = kind, after: str | None = cursor
+            ) -> Any:
+                query = system_query(db, JOBS_TABLE).with_index(
+                    BY_STATE, lambda q: q.eq("state.kind", kind).lt("scheduledTime", cutoff)
+                )
+                result = await query.paginate({"numItems": page, "cursor": after})
+                gone = 0
+                for job in result["page"]:
+                    if job.get("completedTime", job["scheduledTime"]) < cutoff:
+                        await db.delete(job["_id"])
+                        gone += 1
+                return [gone, result["continueCursor"], result["isDone"]]
+
+            gone, cursor, done = await runtime.run_system(write)
+            deleted += gone
+    return deleted

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from typing import Any, Final
@@ -54,12 +55,14 @@ from .cron_table import fire_due_crons, sync_crons
 from .executor import Executor, SchedulerStats
 from .jobs import (
     INTERRUPTED,
+    KEEP_FINISHED_MS,
     due_page,
     ensure_tables,
     fail,
     fail_interrupted,
     jobs_in_state,
     next_due_ms,
+    prune_finished,
 )
 
 log = logging.getLogger("basalt.scheduler")
@@ -68,6 +71,8 @@ log = logging.getLogger("basalt.scheduler")
 ERROR_RETRY_SECONDS: Final = 1.0
 #: The longest the loop sleeps without a wake-up, in case the wall clock jumps.
 MAX_SLEEP_SECONDS: Final = 300.0
+#: How often (by the runtime's clock) finished jobs past their keeping time are deleted.
+PRUNE_EVERY_MS: Final = 60_000.0
 #: How long a running action's lease lasts (renewed every third of it) when
 #: several processes may share the storage (not a SQLite file).
 DEFAULT_LEASE_MS: Final = 15_000.0
@@ -85,6 +90,7 @@ class Scheduler:
         background: bool | None = None,
         page_size: int = 100,
         lease_ms: float | None = None,
+        keep_finished_ms: float | None = KEEP_FINISHED_MS,
     ) -> None:
         """``background``: run the loop (default: unless the runtime's clock is
         a :class:`ManualClock`, where tests call :meth:`run_due`).
@@ -93,13 +99,20 @@ class Scheduler:
         ``lease_ms``: how long a running action's claim lasts unless renewed;
         ``inProgress`` jobs whose lease expired are failed at start-up and
         periodically. Default: ``DEFAULT_LEASE_MS``, or 0 on a SQLite file
-        (one process: every ``inProgress`` job found at start-up is failed)."""
+        (one process: every ``inProgress`` job found at start-up is failed).
+        ``keep_finished_ms``: how long a finished job stays in
+        ``_scheduled_functions`` (default 7 days, as in Convex; None: for ever);
+        older ones are deleted about once a minute."""
         if max_concurrent_actions < 1 or mutations_in_flight < 1:
             raise ValueError("max_concurrent_actions and mutations_in_flight must be at least 1")
         self.max_concurrent_actions = max_concurrent_actions
         self.mutations_in_flight = mutations_in_flight
         self.page_size = page_size
         self.lease_ms = lease_ms
+        if keep_finished_ms is not None and keep_finished_ms < 0:
+            raise ValueError(f"keep_finished_ms must be at least 0, got {keep_finished_ms}")
+        self.keep_finished_ms = keep_finished_ms
+        self._pruned_at = -math.inf
         #: this scheduler's name in the leases of the actions it runs
         self.owner = uuid.uuid4().hex
         self._lease_checked = 0.0
@@ -268,6 +281,9 @@ class Scheduler:
             if expired:
                 log.warning("%d scheduled action(s) lost their runner: %s", expired, INTERRUPTED)
         await fire_due_crons(runtime, now)
+        if self.keep_finished_ms is not None and now - self._pruned_at >= PRUNE_EVERY_MS:
+            self._pruned_at = now
+            self.stats.pruned += await prune_finished(runtime, now, self.keep_finished_ms)
         started = 0
         cursor: str | None = None
         while True:

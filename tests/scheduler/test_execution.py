@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from basalt.runtime.scheduling import insert_job
+from basalt.scheduler.jobs import KEEP_FINISHED_MS, prune_finished
 from basalt.scheduler.runner import DEFAULT_LEASE_MS
 from basalt.testing.engines import selected_backend
 
@@ -317,3 +318,59 @@ async def test_overdue_jobs_run_promptly_after_a_restart(make_env: MakeEnv) -> N
     assert [await again.count(f"o{i}") for i in range(3)] == [1, 1, 1]
     jobs = await again.jobs()
     assert all(j["completedTime"] == START_MS + 3_600_000 for j in jobs)
+
+
+async def test_finished_jobs_are_kept_seven_days_then_deleted(make_env: MakeEnv) -> None:
+    env = await make_env()
+    day = 86_400.0
+    done = await env.runtime.mutation("tasks:schedule", {"delay": 0, "name": "done"})
+
+    async def schedule_failing(ctx: Any) -> str:
+        job: str = await ctx.scheduler.run_after(0, "tasks:fail", {"message": "boom"})
+        return job
+
+    failed = await env.runtime.run_handler(schedule_failing)
+    canceled = await env.runtime.mutation("tasks:schedule", {"delay": 3 * day, "name": "c"})
+    await env.runtime.mutation("tasks:cancel", {"job": canceled})
+    later = await env.runtime.mutation("tasks:schedule", {"delay": 30 * day, "name": "later"})
+    assert await env.scheduler.run_due() == 2
+    env.manual.advance(6 * day)
+    recent = await env.runtime.mutation("tasks:schedule", {"delay": 0, "name": "recent"})
+    assert await env.scheduler.run_due() == 1
+    assert env.scheduler.stats.pruned == 0
+    env.manual.advance(1 * day + 60)  # the first two finished 7 days and a minute ago
+    await env.scheduler.run_due()
+    left = {job["_id"]: job["state"]["kind"] for job in await env.jobs()}
+    assert done not in left and failed not in left
+    # Canceled at once but due in 3 days: it goes 7 days after its due time.
+    assert left == {canceled: "canceled", later: "pending", recent: "success"}
+    assert env.scheduler.stats.pruned == 2
+    env.manual.advance(3 * day)  # 7 days after the canceled job was due
+    await env.scheduler.run_due()
+    assert {job["_id"] for job in await env.jobs()} == {later, recent}
+    env.manual.advance(3 * day)  # 7 days after the recent one finished
+    await env.scheduler.run_due()
+    assert {job["_id"] for job in await env.jobs()} == {later}
+
+
+async def test_finished_jobs_can_be_kept_for_ever(make_env: MakeEnv) -> None:
+    env = await make_env(keep_finished_ms=None)
+    job = await env.runtime.mutation("tasks:schedule", {"delay": 0, "name": "done"})
+    assert await env.scheduler.run_due() == 1
+    env.manual.advance(365 * 86_400.0)
+    await env.scheduler.run_due()
+    assert [j["_id"] for j in await env.jobs()] == [job]
+
+
+async def test_pruning_goes_through_finished_jobs_page_by_page(make_env: MakeEnv) -> None:
+    env = await make_env(keep_finished_ms=None)
+    for i in range(5):
+        await env.runtime.mutation("tasks:schedule", {"delay": i, "name": f"j{i}"})
+    env.manual.advance(10)
+    assert await env.scheduler.run_due() == 5
+    # One of them finished late: it is due long enough ago, but not finished long enough ago.
+    late = (await env.jobs())[4]["_id"]
+    now = START_MS + 10_000 + KEEP_FINISHED_MS + 1
+    await env.runtime.run_system(lambda db: db.patch(late, {"completedTime": now}))
+    assert await prune_finished(env.runtime, now, KEEP_FINISHED_MS, page=2) == 4
+    assert [job["_id"] for job in await env.jobs()] == [late]
