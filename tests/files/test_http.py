@@ -16,7 +16,13 @@ import pytest
 
 from basalt.errors import ConvexError
 from basalt.runtime import ManualClock
-from basalt.runtime.files import StorageArgumentError, StorageIdNotFound
+from basalt.runtime.files import (
+    UPLOAD_TOKENS_TABLE,
+    StorageArgumentError,
+    StorageIdNotFound,
+)
+from basalt.runtime.query import Query
+from basalt.runtime.transaction import TxState
 
 from .conftest import MakeServed, Served
 
@@ -414,3 +420,32 @@ async def test_spent_tokens_are_pruned_once_expired(
     assert (await http.post(old, content=b"x")).json()["code"] == "UploadTokenExpired"
     assert (await http.post(recent, content=b"x")).json()["code"] == "UploadTokenUsed"
     assert len(await s.query("all_files")) == 2
+
+
+async def test_uploads_forget_expired_spent_tokens_by_themselves(
+    served: MakeServed, http: httpx.AsyncClient
+) -> None:
+    s = await served()
+    old = await s.mutation("generate_upload_url")
+    assert (await http.post(old, content=b"one")).status_code == 200
+    s.clock.advance(3601)  # the first token has expired
+    recent = await s.mutation("generate_upload_url")
+    assert (await http.post(recent, content=b"two")).status_code == 200
+    # The second upload prunes the first token's record in the background.
+    for _ in range(200):
+        if await spent_token_records(s) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert await spent_token_records(s) == 1
+    assert (await http.post(old, content=b"x")).json()["code"] == "UploadTokenExpired"
+    assert (await http.post(recent, content=b"x")).json()["code"] == "UploadTokenUsed"
+
+
+async def spent_token_records(s: Any) -> int:
+    async def count(state: TxState) -> int:
+        if state.tx.catalog.table_by_name(UPLOAD_TOKENS_TABLE) is None:
+            return 0
+        return len(await Query(state, UPLOAD_TOKENS_TABLE, system=True).collect())
+
+    n: int = await s.files.read(count)
+    return n

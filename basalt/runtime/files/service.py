@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -50,6 +51,8 @@ MAX_UPLOAD_BYTES: Final = 1 << 30
 MAX_CONTENT_TYPE_LENGTH: Final = 1024
 #: How long a deletion waits for its mutation's commit before it is forgotten.
 _PENDING_DELETE_TTL_S = 600.0
+#: How many spent-token records one pruning transaction looks at.
+_PRUNE_PAGE = 1000
 
 
 class RuntimeParts(Protocol):
@@ -117,6 +120,8 @@ class FileService:
         self._unlisten: Callable[[], None] | None = None
         self._pending_deletes: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: when (runtime clock, ms) spent tokens were last pruned
+        self._tokens_pruned_at = -math.inf
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, runtime: RuntimeParts) -> None:
@@ -247,9 +252,29 @@ class FileService:
             }
             await tx.insert(table, doc)
 
-        return await self.store(
+        storage_id = await self.store(
             chunks, content_type, expected_sha256=expected_sha256, before_insert=spend
         )
+        self._prune_tokens_soon()
+        return storage_id
+
+    def _prune_tokens_soon(self) -> None:
+        """Uploads make spent-token records; they also forget the expired ones,
+        in the background, at most once per token lifetime."""
+        now = self.runtime.clock.now_ms()
+        if now - self._tokens_pruned_at < self._token_ttl_s * 1000:
+            return
+        self._tokens_pruned_at = now
+        task = asyncio.get_running_loop().create_task(self._prune_tokens())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prune_tokens(self) -> None:
+        try:
+            while await self.prune_spent_tokens(_PRUNE_PAGE) == _PRUNE_PAGE:
+                pass
+        except Exception:
+            log.exception("pruning spent upload tokens failed (tried again later)")
 
     async def store(
         self,
@@ -310,11 +335,12 @@ class FileService:
         """A reader of the file's bytes ``[start, end)`` (close it when done)."""
         return await self.blobs.read(file.key, start, end)
 
-    async def prune_spent_tokens(self, limit: int = 1000) -> int:
+    async def prune_spent_tokens(self, limit: int = _PRUNE_PAGE) -> int:
         """Forget up to ``limit`` spent tokens that have expired (an expired token
         is refused by its signature alone); returns how many. Records are
         scanned oldest first: one made before ``now - ttl`` is for a token issued
-        before then, so it has expired. Meant for a periodic job."""
+        before then, so it has expired. Uploads call it in the background, at
+        most once per token lifetime."""
         now = self.runtime.clock.now_ms()
         cutoff = now - self._token_ttl_s * 1000
 
