@@ -33,7 +33,7 @@ from .base import (
     UploadInterrupted,
     UploadTooLarge,
 )
-from .keys import UrlKeyCodec, blob_key, check_key, is_uuid_text
+from .keys import UrlKeyCodec, blob_key, check_key, internal_id_of_key, is_uuid_text
 from .local import LocalBlobStore
 from .tokens import DEFAULT_TTL_S, UploadToken, UploadTokenSigner
 
@@ -57,6 +57,7 @@ __all__ = [
     "blob_key",
     "blob_store_from_env",
     "check_key",
+    "internal_id_of_key",
     "is_uuid_text",
 ]
 

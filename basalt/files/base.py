@@ -20,7 +20,7 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,6 +95,11 @@ class BlobStore(Protocol):
 
     async def exists(self, key: str) -> bool:
         """Whether a complete blob is stored under ``key``."""
+        ...
+
+    def keys(self, older_than_s: float) -> AsyncIterator[str]:
+        """The keys of the complete blobs stored more than ``older_than_s``
+        seconds ago, in no particular order (for sweeping orphans)."""
         ...
 
 

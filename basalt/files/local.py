@@ -24,7 +24,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from .base import (
     StoredBlob,
     UploadTooLarge,
 )
-from .keys import check_key
+from .keys import check_key, is_uuid_text
 
 T = TypeVar("T")
 
@@ -242,6 +242,28 @@ class LocalBlobStore:
         path = self.path_of(key)
         with contextlib.suppress(FileNotFoundError):
             await self._run(os.unlink, path)
+
+    async def keys(self, older_than_s: float) -> AsyncIterator[str]:
+        cutoff = time.time() - older_than_s
+        folders = await self._run(self._folders)
+        for folder in folders:  # one fan-out folder at a time, read on the pool
+            for key in await self._run(self._old_keys, folder, cutoff):
+                yield key
+
+    def _folders(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(e.path for e in os.scandir(self.root) if len(e.name) == 2 and e.is_dir())
+        return []
+
+    @staticmethod
+    def _old_keys(folder: str, cutoff: float) -> list[str]:
+        keys = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    if is_uuid_text(entry.name) and entry.stat().st_mtime < cutoff:
+                        keys.append(entry.name)
+        return keys
 
 
 class _LocalReader:

@@ -27,7 +27,8 @@ import asyncio
 import concurrent.futures
 import hashlib
 import importlib
-from collections.abc import AsyncIterable, Callable, Mapping
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 from .base import (
@@ -39,7 +40,7 @@ from .base import (
     StoredBlob,
     UploadTooLarge,
 )
-from .keys import check_key
+from .keys import check_key, is_uuid_text
 
 T = TypeVar("T")
 
@@ -336,6 +337,23 @@ class S3BlobStore:
     async def delete(self, key: str) -> None:
         name = self.object_name(key)
         await self._run(self._client_or_fail().delete_object, Bucket=self.bucket, Key=name)
+
+    async def keys(self, older_than_s: float) -> AsyncIterator[str]:
+        client = self._client_or_fail()
+        cutoff = time.time() - older_than_s
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+            if token is not None:
+                kw["ContinuationToken"] = token
+            answer = await self._run(client.list_objects_v2, **kw)
+            for item in answer.get("Contents", ()):
+                key = item["Key"][len(self.prefix) :]
+                if is_uuid_text(key) and item["LastModified"].timestamp() < cutoff:
+                    yield key
+            if not answer.get("IsTruncated"):
+                return
+            token = answer["NextContinuationToken"]
 
 
 class _S3Reader:

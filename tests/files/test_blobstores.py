@@ -195,3 +195,14 @@ async def test_s3_missing_bucket_is_reported_at_open(backend: Backend, moto_url:
         await store.open()
     assert caught.value.code == "BlobStoreUnavailable"
     await store.close()
+
+
+async def test_keys_lists_the_complete_blobs_older_than_asked(blob_store: BlobStore) -> None:
+    stored = {new_key() for _ in range(3)}
+    for key in stored:
+        await blob_store.put(key, chunks_of(b"data"))
+    assert {key async for key in blob_store.keys(-60)} >= stored
+    assert stored.isdisjoint({key async for key in blob_store.keys(3600)})  # too young
+    for key in stored:
+        await blob_store.delete(key)
+    assert stored.isdisjoint({key async for key in blob_store.keys(-60)})

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -449,3 +450,53 @@ async def spent_token_records(s: Any) -> int:
 
     n: int = await s.files.read(count)
     return n
+
+
+async def test_orphan_blobs_are_swept_and_named_ones_kept(
+    served: MakeServed, http: httpx.AsyncClient
+) -> None:
+    s = await served(orphan_min_age_s=0)
+    named = await stored(s, http, b"named")
+    orphan = str(uuid.uuid4())  # as a crash after storing the bytes would leave
+    await s.files.blobs.put(orphan, chunks_of(b"orphan"))
+    young = await s.files.sweep_orphans(older_than_s=3600)
+    assert young == 0 and await s.files.blobs.exists(orphan)
+    assert await s.files.sweep_orphans() == 1
+    assert not await s.files.blobs.exists(orphan)
+    assert (await http.get(await s.query("get_url", {"id": named}))).content == b"named"
+
+
+async def test_a_restart_sweeps_orphan_blobs(served: MakeServed, http: httpx.AsyncClient) -> None:
+    s = await served(orphan_min_age_s=0)
+    named = await stored(s, http, b"named")
+    orphan = str(uuid.uuid4())
+    await s.files.blobs.put(orphan, chunks_of(b"orphan"))
+    s = await served(restart=True, orphan_min_age_s=0)
+
+    async def swept() -> bool:
+        return not await s.files.blobs.exists(orphan)
+
+    await wait_for(swept, "the orphan blob to be swept at start")
+    assert (await http.get(await s.query("get_url", {"id": named}))).content == b"named"
+
+
+async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_uploads_sweep_orphan_blobs_once_a_day(
+    served: MakeServed, http: httpx.AsyncClient
+) -> None:
+    s = await served(orphan_min_age_s=0)
+    orphan = str(uuid.uuid4())
+    await s.files.blobs.put(orphan, chunks_of(b"orphan"))
+    await stored(s, http, b"today")
+    await asyncio.sleep(0.1)
+    assert await s.files.blobs.exists(orphan)  # swept at start, before it existed
+    s.clock.advance(86_401)
+    await stored(s, http, b"tomorrow")
+
+    async def swept() -> bool:
+        return not await s.files.blobs.exists(orphan)
+
+    await wait_for(swept, "an upload a day later to sweep the orphan blob")

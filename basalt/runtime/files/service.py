@@ -9,7 +9,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -24,6 +24,7 @@ from basalt.files import (
     UploadTokenSigner,
     UrlKeyCodec,
     blob_key,
+    internal_id_of_key,
 )
 from basalt.storage.base import Commit, Document, Persistence, ReadTransaction
 from basalt.values.ids import decode_id, encode_id, new_internal_id
@@ -53,6 +54,11 @@ MAX_CONTENT_TYPE_LENGTH: Final = 1024
 _PENDING_DELETE_TTL_S = 600.0
 #: How many spent-token records one pruning transaction looks at.
 _PRUNE_PAGE = 1000
+#: Blobs younger than this are never swept as orphans: their upload may not
+#: have recorded its file yet (on another server process, say).
+ORPHAN_MIN_AGE_S: Final = 3600.0
+#: How often uploads start a sweep of orphan blobs.
+_SWEEP_EVERY_MS = 86_400_000.0
 
 
 class RuntimeParts(Protocol):
@@ -108,8 +114,11 @@ class FileService:
         secret: bytes | None = None,
         token_ttl_s: float = DEFAULT_TTL_S,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        orphan_min_age_s: float = ORPHAN_MIN_AGE_S,
     ) -> None:
         self.blobs = blobs
+        #: blobs younger than this are never swept as orphans
+        self.orphan_min_age_s = orphan_min_age_s
         self.origin = origin
         self.max_upload_bytes = max_upload_bytes
         self._secret = secret
@@ -120,8 +129,9 @@ class FileService:
         self._unlisten: Callable[[], None] | None = None
         self._pending_deletes: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: when (runtime clock, ms) spent tokens were last pruned
+        #: when (runtime clock, ms) spent tokens were last pruned, and orphans swept
         self._tokens_pruned_at = -math.inf
+        self._swept_at = -math.inf
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, runtime: RuntimeParts) -> None:
@@ -135,6 +145,10 @@ class FileService:
         self._urls = UrlKeyCodec(secret)
         await self.blobs.open()
         self._unlisten = runtime.storage.on_commit(self._on_commit)
+        # A crash between storing an upload's bytes and recording the file
+        # leaves a blob no row names: look for such blobs now and then.
+        self._swept_at = runtime.clock.now_ms()
+        self._spawn(self._sweep_quietly())
 
     async def stop(self) -> None:
         """Finish the blob deletions under way and close the blob store."""
@@ -259,15 +273,65 @@ class FileService:
         return storage_id
 
     def _prune_tokens_soon(self) -> None:
-        """Uploads make spent-token records; they also forget the expired ones,
-        in the background, at most once per token lifetime."""
+        """Uploads make spent-token records and blobs; in the background they
+        also forget the expired records (at most once per token lifetime) and
+        sweep orphan blobs (at most once a day)."""
         now = self.runtime.clock.now_ms()
-        if now - self._tokens_pruned_at < self._token_ttl_s * 1000:
-            return
-        self._tokens_pruned_at = now
-        task = asyncio.get_running_loop().create_task(self._prune_tokens())
+        if now - self._tokens_pruned_at >= self._token_ttl_s * 1000:
+            self._tokens_pruned_at = now
+            self._spawn(self._prune_tokens())
+        if now - self._swept_at >= _SWEEP_EVERY_MS:
+            self._swept_at = now
+            self._spawn(self._sweep_quietly())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _sweep_quietly(self) -> None:
+        try:
+            swept = await self.sweep_orphans()
+        except Exception:
+            log.exception("sweeping orphan blobs failed (tried again later)")
+            return
+        if swept:
+            log.warning("deleted %d orphan blob(s) that no _storage row named", swept)
+
+    async def sweep_orphans(self, older_than_s: float | None = None) -> int:
+        """Delete the blobs stored more than ``older_than_s`` seconds ago
+        (default: ``orphan_min_age_s``) that no ``_storage`` row names, left by a
+        crash between storing the bytes and recording the file, or by a deletion
+        that failed; returns how many."""
+        if older_than_s is None:
+            older_than_s = self.orphan_min_age_s
+        swept = 0
+        keys: list[str] = []
+        async for key in self.blobs.keys(older_than_s):
+            keys.append(key)
+            if len(keys) == 100:
+                swept += await self._sweep(keys)
+                keys = []
+        if keys:
+            swept += await self._sweep(keys)
+        return swept
+
+    async def _sweep(self, keys: list[str]) -> int:
+        async def unnamed(state: TxState) -> list[str]:
+            table = state.tx.catalog.table_by_name(STORAGE_TABLE)
+            if table is None:
+                return keys
+            found = []
+            for key in keys:
+                doc_id = encode_id(table.number, internal_id_of_key(key))
+                if await state.tx.get(doc_id) is None:
+                    found.append(key)
+            return found
+
+        orphans = await self.read(unnamed)
+        for key in orphans:
+            await self.blobs.delete(key)
+        return len(orphans)
 
     async def _prune_tokens(self) -> None:
         try:
