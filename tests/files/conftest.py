@@ -222,15 +222,14 @@ MakeServed = Callable[..., Awaitable[Served]]
 async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
     """``await served()``: a runtime + file service + uvicorn. Calling it again
     after ``await s.stop()``-style teardown (``restart``) reopens the same data."""
-    running: list[tuple[QuietServer, asyncio.Task[None], Runtime, FileService, socket.socket]] = []
+    running: list[tuple[QuietServer, asyncio.Task[None], Runtime, socket.socket]] = []
 
     async def stop_all() -> None:
         while running:
-            server, task, runtime, files, sock = running.pop()
+            server, task, runtime, sock = running.pop()
             server.should_exit = True
             await asyncio.wait_for(task, 15)
-            await files.stop()
-            await runtime.stop()
+            await runtime.stop()  # stops the file service too
             sock.close()
 
     async def make(
@@ -249,8 +248,7 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
             clock=clock,
             services=Services(files=files),
         )
-        await runtime.start()
-        await files.start(runtime)
+        await runtime.start()  # starts the file service too
         server = QuietServer(
             uvicorn.Config(
                 StorageApp(FileRoutes(files)),
@@ -263,7 +261,7 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
             )
         )
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        running.append((server, task, runtime, files, sock))
+        running.append((server, task, runtime, sock))
         deadline = time.monotonic() + 15
         while not server.started:
             assert not task.done(), "uvicorn stopped while starting"
