@@ -27,7 +27,7 @@ from basalt.values.model import check_value
 from . import determinism, logs
 from .app import App
 from .clock import Clock, CreationTimes
-from .conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
+from .conflicts import MAX_CONFLICT_RETRIES, conflict_backoff, retry_conflicts
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx
 from .db import DatabaseReader, DatabaseWriter
 from .functions import Function
@@ -274,17 +274,16 @@ class Runtime:
         the snapshot (PostgreSQL can cancel a serializable reader rather than let
         it see a state no serial order explains); raises WriteConflict after
         ``MAX_CONFLICT_RETRIES`` retries."""
-        attempt = 0
-        while True:
-            try:
-                async with self.storage.read() as tx:
-                    return await body(tx)
-            except WriteConflict:
-                attempt += 1
-                self.conflict_retries += 1
-                if attempt > MAX_CONFLICT_RETRIES:
-                    raise
-                await conflict_backoff(attempt)
+
+        async def once() -> T:
+            async with self.storage.read() as tx:
+                return await body(tx)
+
+        return await retry_conflicts(once, on_conflict=self.note_conflict)
+
+    def note_conflict(self) -> None:
+        """A transaction of this runtime lost a conflict and is run again."""
+        self.conflict_retries += 1
 
     async def run_query_in(
         self,
@@ -400,7 +399,7 @@ class Runtime:
                 return outcome
             except WriteConflict:
                 attempt += 1
-                self.conflict_retries += 1
+                self.note_conflict()
                 if attempt > MAX_CONFLICT_RETRIES:
                     outcome.error = _given_up(function)
                     return outcome

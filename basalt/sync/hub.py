@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from basalt.errors import WriteConflict
 from basalt.runtime import Runtime
-from basalt.runtime.conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
+from basalt.runtime.conflicts import retry_conflicts
 from basalt.runtime.functions import Function
 from basalt.runtime.outcome import Outcome, error_data, error_message
 from basalt.runtime.transaction import ReadSet
@@ -353,18 +353,12 @@ class SyncHub:
         A snapshot the engine refuses (a serializable read that PostgreSQL
         cancels) is given up whole and the cycle runs again.
         """
-        attempt = 0
-        while True:
-            async with self._cycle_lock:
-                try:
-                    await self._cycle()
-                    return
-                except WriteConflict:
-                    attempt += 1
-                    self.runtime.conflict_retries += 1
-                    if attempt > MAX_CONFLICT_RETRIES:
-                        raise
-            await conflict_backoff(attempt)
+
+        async def once() -> None:
+            async with self._cycle_lock:  # not held during the backoff
+                await self._cycle()
+
+        await retry_conflicts(once, on_conflict=self.runtime.note_conflict)
 
     async def _cycle(self) -> None:
         runtime = self.runtime

@@ -30,7 +30,7 @@ from basalt.storage.base import Commit, Document, Persistence, ReadTransaction
 from basalt.values.ids import decode_id, encode_id, new_internal_id
 
 from ..clock import Clock, CreationTimes
-from ..conflicts import MAX_CONFLICT_RETRIES, conflict_backoff
+from ..conflicts import MAX_CONFLICT_RETRIES, retry_conflicts
 from ..query import Query
 from ..transaction import Limits, TxState
 from .ctx import (
@@ -224,20 +224,22 @@ class FileService:
 
     async def write(self, body: Callable[[TxState], Awaitable[T]]) -> T:
         """Run ``body`` in a write transaction that may write system tables, and
-        commit it (retried on a write conflict)."""
-        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
-            try:
-                async with self.runtime.storage.write() as tx:
-                    result = await body(self._state(tx))
-                    await tx.commit()
-                return result
-            except WriteConflict:
-                await conflict_backoff(attempt)
-        raise BasaltError(
-            f"a file-storage transaction kept conflicting with other writes and was given up "
-            f"after {MAX_CONFLICT_RETRIES} retries",
-            code="OptimisticConcurrencyControlFailure",
-        )
+        commit it (tried ``MAX_CONFLICT_RETRIES`` times in all on write conflicts)."""
+
+        async def once() -> T:
+            async with self.runtime.storage.write() as tx:
+                result = await body(self._state(tx))
+                await tx.commit()
+            return result
+
+        try:
+            return await retry_conflicts(once, retries=MAX_CONFLICT_RETRIES - 1)
+        except WriteConflict:
+            raise BasaltError(
+                f"a file-storage transaction kept conflicting with other writes and was given "
+                f"up after {MAX_CONFLICT_RETRIES} retries",
+                code="OptimisticConcurrencyControlFailure",
+            ) from None
 
     # -- storing -------------------------------------------------------------
     async def upload(
