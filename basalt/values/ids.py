@@ -89,18 +89,27 @@ def _base32(data: bytes) -> str:
     return "".join(out)
 
 
-def encode_id(table_number: int, internal_id: bytes) -> str:
-    """The id text of the document ``internal_id`` (16 bytes) in table ``table_number``."""
+def _check_table_number(table_number: int) -> None:
     if type(table_number) is not int or not 1 <= table_number <= _MAX_TABLE_NUMBER:
         raise InvalidValue(
             f"Invalid id: table number must be an int in 1..{_MAX_TABLE_NUMBER}, "
             f"not {table_number!r}"
         )
-    if type(internal_id) is not bytes or len(internal_id) != INTERNAL_ID_LENGTH:
-        raise InvalidValue(f"Invalid id: the internal id must be {INTERNAL_ID_LENGTH} bytes")
+
+
+def _text(table_number: int, internal_id: bytes) -> str:
+    """The id text, from arguments already checked."""
     body = _vint(table_number) + internal_id
     footer = _fletcher16(body) ^ _VERSION
     return _base32(body + footer.to_bytes(2, "little"))
+
+
+def encode_id(table_number: int, internal_id: bytes) -> str:
+    """The id text of the document ``internal_id`` (16 bytes) in table ``table_number``."""
+    _check_table_number(table_number)
+    if type(internal_id) is not bytes or len(internal_id) != INTERNAL_ID_LENGTH:
+        raise InvalidValue(f"Invalid id: the internal id must be {INTERNAL_ID_LENGTH} bytes")
+    return _text(table_number, internal_id)
 
 
 def _decode(text: str) -> tuple[int, bytes] | str:
@@ -213,6 +222,10 @@ def new_internal_id(now_ms: float, rand: Callable[[int], bytes] = _pool.take) ->
     random_part = rand(8)
     if len(random_part) != 8:
         raise ValueError(f"rand(8) returned {len(random_part)} bytes")
+    return _internal_id(now_ms, random_part)
+
+
+def _internal_id(now_ms: float, random_part: bytes) -> bytes:
     ms = int(now_ms) & 0xFFFF_FFFF_FFFF
     day = int(now_ms // _MS_PER_DAY) & 0xFFFF
     return ms.to_bytes(6, "big") + random_part + day.to_bytes(2, "big")
@@ -220,15 +233,7 @@ def new_internal_id(now_ms: float, rand: Callable[[int], bytes] = _pool.take) ->
 
 def new_id(table_number: int, now_ms: float) -> str:
     """The text of a fresh id in table ``table_number``: what
-    ``encode_id(table_number, new_internal_id(now_ms))`` gives, in one step
-    (every insert makes one)."""
-    if type(table_number) is not int or not 1 <= table_number <= _MAX_TABLE_NUMBER:
-        encode_id(table_number, bytes(INTERNAL_ID_LENGTH))  # raises the error
-    ms = int(now_ms)
-    body = (
-        _vint(table_number)
-        + (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
-        + _pool.take(8)
-        + (int(now_ms // _MS_PER_DAY) & 0xFFFF).to_bytes(2, "big")
-    )
-    return _base32(body + (_fletcher16(body) ^ _VERSION).to_bytes(2, "little"))
+    ``encode_id(table_number, new_internal_id(now_ms))`` gives, without
+    checking again what it made itself (every insert makes one)."""
+    _check_table_number(table_number)
+    return _text(table_number, _internal_id(now_ms, _pool.take(8)))
