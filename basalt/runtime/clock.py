@@ -57,7 +57,7 @@ class CreationTimes:
         self._last = 0.0
 
     def next(self) -> float:
-        now = self._clock.time_ns() / 1_000_000
+        now = self._clock.now_ms()
         value = now if now > self._last else self._last + self.STEP
         self._last = value
         return value

@@ -239,14 +239,6 @@ class Runtime:
         return checked
 
     def _check_result(self, function: Function, value: Any) -> Any:
-        t = type(value)
-        if function.returns is None and (
-            value is None
-            or t is float
-            or t is bool
-            or (t is str and len(value) < 4096 and value.isascii())
-        ):
-            return value  # a small value that is valid as it is
         if function.returns is not None:
             try:
                 value = function.returns.validate(value, error=ReturnsValidationError)

@@ -34,8 +34,6 @@ def index_key(document: Document, index: IndexInfo) -> bytes:
     fields = index.fields
     if not fields:
         return encode_key((document["_creationTime"],))
-    values = [
-        document.get(f, MISSING) if "." not in f else field_value(document, f) for f in fields
-    ]
+    values = [field_value(document, f) for f in fields]
     values.append(document["_creationTime"])
     return encode_key(values)

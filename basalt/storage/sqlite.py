@@ -97,9 +97,7 @@ class _WriteBlock:
         finally:
             engine._writers_waiting -= 1
         try:
-            conn = engine._writer
-            if conn is None:
-                raise StorageError("the SQLite engine is not open")
+            conn = engine._conn()
             group = engine._group
             if group is not None and group.error is not None:
                 engine._finish_group(group.error)  # doomed: undo it before starting anew

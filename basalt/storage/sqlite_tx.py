@@ -298,24 +298,12 @@ class SqliteWriter(SqliteReader):
     # -- documents -----------------------------------------------------------
     async def insert(self, table: TableInfo, document: Document) -> None:
         doc_id = document["_id"]
-        staged = self._staged
-        if doc_id in staged.doc_ids:
-            self._writing()
-        staged.doc_ids.add(doc_id)
-        # WriteBatch.add inline: this runs for every inserted document.
-        rows = staged.rows
-        params = (doc_id, table.number, dumps_stored(document))
-        try:
-            rows[INSERT_DOCUMENT].append(params)
-        except KeyError:
-            rows[INSERT_DOCUMENT] = [params]
-        entries = rows.get(INSERT_ENTRY)
-        if entries is None:
-            entries = rows[INSERT_ENTRY] = []
+        batch = self._batch_for(doc_id)
+        batch.add(INSERT_DOCUMENT, (doc_id, table.number, dumps_stored(document)))
         keys = self._keys
         for index in self.catalog.indexes_of(table.number):
             key = index_key(document, index)
-            entries.append((index.id, key, doc_id))
+            batch.add(INSERT_ENTRY, (index.id, key, doc_id))
             keys.append(_key_write((index.id, key)))
         self._doc_ids.append(doc_id)
 
