@@ -1,7 +1,8 @@
 """Read and write transactions of the PostgreSQL engine (:mod:`basalt.storage.postgres`).
 
-A reader runs in ``REPEATABLE READ READ ONLY`` (one snapshot, never fails); a
-writer in ``SERIALIZABLE``. Any serialization failure (SQLSTATE 40001), deadlock
+A reader runs in ``SERIALIZABLE READ ONLY`` (one snapshot; PostgreSQL may
+refuse it rarely, see :mod:`basalt.storage.postgres`); a writer in
+``SERIALIZABLE``. Any serialization failure (SQLSTATE 40001), deadlock
 (40P01), or clash of two catalog changes made at once (a unique violation on
 ``tables``/``indexes``) surfaces as :class:`~basalt.errors.WriteConflict`, which
 the runtime retries.

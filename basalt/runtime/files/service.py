@@ -271,10 +271,10 @@ class FileService:
         storage_id = await self.store(
             chunks, content_type, expected_sha256=expected_sha256, before_insert=spend
         )
-        self._prune_tokens_soon()
+        self._after_upload()
         return storage_id
 
-    def _prune_tokens_soon(self) -> None:
+    def _after_upload(self) -> None:
         """Uploads make spent-token records and blobs; in the background they
         also forget the expired records (at most once per token lifetime) and
         sweep orphan blobs (at most once a day)."""
