@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as exc:
                 print(
                     f"error: serving needs the server extras ({exc.name} is missing): "
-                    "pip install 'basalt[server]'",
+                    "pip install 'basalt-backend[server]'",
                     file=sys.stderr,
                 )
                 return 1
