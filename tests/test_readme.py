@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -41,6 +42,33 @@ async def test_readme_app_runs(tmp_path: Path) -> None:
         ]
         with pytest.raises(ConvexError):
             await t.mutation("messages:send", {"author": "ann", "body": " "})
+
+
+def pytest_example() -> str:
+    """The README's example test of an app (the block that uses the `basalt` fixture)."""
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "(basalt)" in b]
+    return block
+
+
+def test_readme_pytest_example_runs_in_a_fresh_project(tmp_path: Path) -> None:
+    """The README's app and its pytest example, as written, in a project of
+    their own with no pytest settings: `pytest` passes."""
+    project = tmp_path / "myproject"
+    (project / "functions").mkdir(parents=True)
+    for name, text in app_files().items():
+        (project / "functions" / name).write_text(text)
+    (project / "test_messages.py").write_text(pytest_example())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
 
 def test_readme_commands_exist() -> None:
