@@ -24,21 +24,24 @@ from basalt.server.config import SERVER_FILE
 
 
 def basalt_on_path(bin_dir: Path, env: dict[str, str]) -> dict[str, str]:
-    """``env`` with a ``basalt`` command first on its PATH.
+    """``env`` with ``basalt`` and ``python`` commands first on its PATH, as
+    an activated ``.venv`` has them.
 
-    The command runs this checkout's ``basalt`` with this interpreter; a
-    ``basalt dev`` or ``basalt serve`` it starts listens on a free port
-    (``--port 0``, its URL in ``<data>/server.json``) instead of 3210, so that
-    tests can run side by side.
+    ``python`` is this interpreter; ``basalt`` runs this checkout's ``basalt``
+    with it, and a ``basalt dev`` or ``basalt serve`` it starts listens on a
+    free port (``--port 0``, its URL in ``<data>/server.json``) instead of
+    3210, so that tests can run side by side.
     """
     bin_dir.mkdir(parents=True, exist_ok=True)
-    shim = bin_dir / "basalt"
-    shim.write_text(
-        "#!/bin/sh\n"
-        'case "$1" in dev|serve) set -- "$@" --port 0;; esac\n'
-        f'exec {shlex.quote(sys.executable)} -m basalt.cli.main "$@"\n'
-    )
-    shim.chmod(0o755)
+    python = shlex.quote(sys.executable)
+    shims = {
+        "basalt": 'case "$1" in dev|serve) set -- "$@" --port 0;; esac\n'
+        f'exec {python} -m basalt.cli.main "$@"\n',
+        "python": f'exec {python} "$@"\n',
+    }
+    for name, body in shims.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
     return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"}
 
 
