@@ -30,7 +30,7 @@ DEV_TOOLS = {"ruff", "mypy", "import-linter", "moto", "hypothesis", "pytest-time
 #: of it, and reading its metadata. (This file, which spells them out, is not
 #: scanned.)
 BARE_NAME = re.compile(
-    r"(?<![\w./-])basalt\[|"
+    r"(?<![\w./-])basalt\\?\[|"
     r"pip3? install\s+(?:-e\s+)?['\"]?basalt(?![\w-])|"
     r"metadata\.\w+\(\s*['\"]basalt['\"]"
 )
@@ -64,6 +64,7 @@ def test_no_install_hint_names_the_bare_basalt_distribution() -> None:
 def test_the_hint_pattern_finds_what_it_should() -> None:
     bare = "basalt"
     assert BARE_NAME.search(f"pip install '{bare}[postgres]'")
+    assert BARE_NAME.search(f'match=r"{bare}\\[s3\\]"')
     assert BARE_NAME.search(f"pip install {bare}")
     assert BARE_NAME.search(f"importlib.metadata.version('{bare}')")
     assert not BARE_NAME.search(f"pip install '{DISTRIBUTION}[postgres]'")
