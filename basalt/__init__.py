@@ -5,6 +5,7 @@ This module is the facade for app code::
     from basalt import define_schema, define_table, v, query, mutation, action, ConvexError
 """
 
+from basalt._version import __version__
 from basalt.errors import ConvexError
 from basalt.runtime.db import UNSET
 from basalt.runtime.functions import (
@@ -21,8 +22,6 @@ from basalt.runtime.http_router import HttpRouter, cors_router
 from basalt.runtime.pagination import pagination_opts_validator
 from basalt.scheduler.crons import cron_jobs
 from basalt.schema import define_schema, define_table, v
-
-__version__ = "0.1.0"
 
 __all__ = [
     "UNSET",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import importlib.metadata
 import json
 import logging
 import time
@@ -27,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from basalt._version import __version__
 
 log = logging.getLogger("basalt.auth")
 
@@ -88,10 +89,7 @@ def check_jwks(document: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _user_agent() -> str:
-    try:  # not `basalt.__version__`: importing the top-level package pulls in the runtime
-        return f"basalt/{importlib.metadata.version('basalt')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "basalt"
+    return f"basalt/{__version__}"
 
 
 def _read_url(url: str, timeout: float) -> bytes:

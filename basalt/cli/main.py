@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import sys
 import urllib.error
 import urllib.request
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as exc:
                 print(
                     f"error: serving needs the server extras ({exc.name} is missing): "
-                    "pip install 'basalt[server]'",
+                    "pip install 'basalt-backend[server]'",
                     file=sys.stderr,
                 )
                 return 1
@@ -117,12 +118,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _init(args: argparse.Namespace) -> int:
     root = Path(args.dir)
-    created = scaffold(root, args.app)
-    for path in created:
-        print(f"  created {path}")
-    app = Path(args.dir) / args.app
-    print(f"\nNext: basalt dev --app {app}")
+    for what, path in scaffold(root, args.app):
+        print(f"  {what} {path}")
+    print(f"\nNext: {init_hint(root, args.app)}")
     return 0
+
+
+def init_hint(root: Path, app: str) -> str:
+    """The command that serves a new project from its own folder, so that its
+    data folder and admin key (``.basalt/``, git-ignored) stay inside it."""
+    command = "basalt dev"
+    if Path(app) != Path(DEFAULT_APP_DIR):
+        command += f" --app {shlex.quote(app)}"
+    if root.resolve() == Path.cwd().resolve():
+        return command
+    return f"cd {shlex.quote(str(root))} && {command}"
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ This package knows nothing about documents or HTTP (it imports only
 Which blob store a server uses (:func:`blob_store_from_env`):
 
 - ``BASALT_S3_BUCKET`` set: :class:`~basalt.files.s3.S3BlobStore` (needs
-  ``basalt[s3]``), configured by ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
+  ``basalt-backend[s3]``), configured by ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
   ``BASALT_S3_REGION``, ``BASALT_S3_ADDRESSING_STYLE`` and the standard AWS
   credential variables;
 - otherwise :class:`LocalBlobStore` in ``<data>/blobs``.

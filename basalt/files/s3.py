@@ -1,6 +1,6 @@
 """Blobs in an S3-compatible object store (AWS S3, MinIO, Ceph, R2, …).
 
-Install with ``pip install 'basalt[s3]'``; boto3 is imported only when an
+Install with ``pip install 'basalt-backend[s3]'``; boto3 is imported only when an
 :class:`S3BlobStore` is opened.
 
 **Why boto3 on threads.** The alternatives were aiobotocore (async, but pinned
@@ -55,7 +55,7 @@ def _import_boto3() -> tuple[Any, Any]:
         config = importlib.import_module("botocore.config")
     except ImportError as exc:
         raise MissingExtra(
-            "S3 blob storage needs boto3: install it with  pip install 'basalt[s3]'"
+            "S3 blob storage needs boto3: install it with  pip install 'basalt-backend[s3]'"
         ) from exc
     return boto3, config
 

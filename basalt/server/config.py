@@ -7,7 +7,7 @@
 - ``BASALT_PUBLIC_URL``: the origin that storage URLs (``get_url``,
   ``generate_upload_url``) start with; default: the server's own URL.
 - ``BASALT_S3_BUCKET``: keep file blobs in this S3-compatible bucket (needs
-  ``basalt[s3]``), with ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
+  ``basalt-backend[s3]``), with ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
   ``BASALT_S3_REGION``, ``BASALT_S3_ADDRESSING_STYLE`` and the standard AWS
   credential variables; default: files in ``<data>/blobs``.
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
@@ -121,7 +121,7 @@ class ServerConfig:
             except ImportError as exc:
                 raise ConfigError(
                     f"BASALT_DATABASE_URL points at PostgreSQL, but its driver is missing ({exc}): "
-                    "pip install 'basalt[postgres]'"
+                    "pip install 'basalt-backend[postgres]'"
                 ) from exc
             return PostgresEngine(url, schema=os.environ.get("BASALT_DATABASE_SCHEMA") or None)
         if url and not url.startswith("sqlite:"):

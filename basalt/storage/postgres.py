@@ -1,5 +1,5 @@
 """The PostgreSQL engine (psycopg 3 with a connection pool), for several server
-processes on one database. Install it with ``pip install 'basalt[postgres]'``.
+processes on one database. Install it with ``pip install 'basalt-backend[postgres]'``.
 
 The layout is SQLite's (:mod:`basalt.storage.postgres_sql`), in a PostgreSQL
 schema per deployment. Transactions (:mod:`basalt.storage.postgres_tx`):
@@ -67,7 +67,8 @@ try:
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "the PostgreSQL engine needs psycopg 3 and psycopg-pool: pip install 'basalt[postgres]'"
+        "the PostgreSQL engine needs psycopg 3 and psycopg-pool: "
+        "pip install 'basalt-backend[postgres]'"
     ) from exc
 
 log = logging.getLogger(__name__)

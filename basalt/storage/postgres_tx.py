@@ -19,7 +19,7 @@ try:
     from psycopg import errors as pg_errors
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "the PostgreSQL engine needs psycopg 3: pip install 'basalt[postgres]'"
+        "the PostgreSQL engine needs psycopg 3: pip install 'basalt-backend[postgres]'"
     ) from exc
 
 from basalt.errors import StorageError, WriteConflict

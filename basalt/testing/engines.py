@@ -54,7 +54,9 @@ def postgres_problem() -> str | None:
         try:
             import psycopg
         except ImportError as exc:
-            _reachable[url] = f"psycopg is not installed (pip install 'basalt[postgres]'): {exc}"
+            _reachable[url] = (
+                f"psycopg is not installed (pip install 'basalt-backend[postgres]'): {exc}"
+            )
         else:
             try:
                 with psycopg.connect(url, connect_timeout=5) as conn:

@@ -1,4 +1,5 @@
-"""The pytest plugin (registered as ``basalt`` via the ``pytest11`` entry point).
+"""The pytest plugin (registered as ``basalt`` via the ``pytest11`` entry point;
+``pip install 'basalt-backend[testing]'`` brings it with pytest-asyncio).
 
 Fixtures:
 
@@ -7,16 +8,27 @@ Fixtures:
   option, else ``functions`` (relative to the rootdir), on the database
   ``BASALT_TEST_BACKEND`` selects: SQLite in the test's ``tmp_path`` (the
   default), or with ``postgres`` a schema of its own, dropped when the test
-  ends. Needs pytest-asyncio.
+  ends.
+
+An ``async def`` test that uses the ``basalt`` fixture (directly or through
+another fixture) runs on pytest-asyncio without any configuration: unless the
+test, its class or its module carries an ``asyncio`` mark of its own, it is
+marked ``asyncio(loop_scope="function")``, the loop the fixture runs in. That
+holds in pytest-asyncio's default strict mode and in auto mode alike; other
+tests are left as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
+
+#: The event loop scope of the ``basalt`` fixture, and so of the tests using it.
+LOOP_SCOPE: Final = "function"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,13 +39,43 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "basalt_app(path): the app folder the basalt fixture loads")
 
 
+def _needs_asyncio_mark(metafunc: pytest.Metafunc) -> bool:
+    """Whether this test is an ``async def`` test of the ``basalt`` fixture
+    that nothing has marked for pytest-asyncio yet."""
+    return (
+        "basalt" in metafunc.fixturenames
+        and inspect.iscoroutinefunction(metafunc.function)
+        and metafunc.definition.get_closest_marker("asyncio") is None
+    )
+
+
 try:
     import pytest_asyncio
-except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
-    pass
+except ImportError:  # pragma: no cover - exercised only without pytest-asyncio
+
+    @pytest.fixture(name="basalt")
+    def _basalt_without_pytest_asyncio() -> Any:
+        pytest.fail(
+            "the basalt fixture needs pytest-asyncio: pip install 'basalt-backend[testing]'",
+            pytrace=False,
+        )
+
 else:
 
-    @pytest_asyncio.fixture
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_generate_tests(metafunc: pytest.Metafunc) -> Generator[None, None, None]:
+        # A wrapper runs before every plain implementation, pytest-asyncio's
+        # included, so the mark is there when it looks. The mark goes on the
+        # test's definition (seen while parametrizing) and on the function
+        # itself (the test item is made from it afterwards).
+        if _needs_asyncio_mark(metafunc):
+            mark = pytest.mark.asyncio(loop_scope=LOOP_SCOPE)
+            metafunc.definition.add_marker(mark)
+            function = getattr(metafunc.function, "__func__", metafunc.function)
+            mark(function)
+        return (yield)
+
+    @pytest_asyncio.fixture(loop_scope=LOOP_SCOPE)
     async def basalt(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
         from .harness import BasaltTest
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from convex import ConvexError
-from convex.http_client import ConvexExecutionError
+from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
 from .conftest import Databases, basalt, clean_env, wait_until
+from .shell import ShellServer, basalt_on_path
 
 SEND = '{"author": "ada", "body": "hello"}'
 
@@ -42,6 +44,66 @@ def test_init_scaffolds_an_app_that_serves(
     with pytest.raises(ConvexError) as info:
         client.mutation("messages:send", {"author": "ada", "body": "   "})
     assert info.value.data["code"] == "EMPTY"
+
+
+def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def test_the_next_command_init_prints_keeps_data_and_admin_key_in_the_project(
+    tmp_path: Path, databases: Databases
+) -> None:
+    """`basalt init myproject`, then its "Next:" command as typed: the data
+    folder (database, admin key, server.json) is inside the project, and the
+    project's .gitignore keeps it out of git."""
+    project = tmp_path / "myproject"
+    result = basalt("init", "myproject", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [hint] = [line for line in result.stdout.splitlines() if line.startswith("Next: ")]
+    env = basalt_on_path(tmp_path / "bin", databases.env(project / ".basalt"))
+    server = ShellServer(hint.removeprefix("Next: "), tmp_path, env, project / ".basalt")
+    try:
+        server.start()
+        client = ConvexHttpClient(server.url)
+        client.mutation("messages:send", {"author": "ada", "body": "hi"})
+        assert [m["body"] for m in client.query("messages:list", {})] == ["hi"]
+        assert (project / ".basalt" / "admin_key").is_file()
+        assert not (tmp_path / ".basalt").exists()
+        assert git("init", "-q", cwd=project).returncode == 0
+        ignored = git("check-ignore", ".basalt/admin_key", ".basalt/server.json", cwd=project)
+        assert ignored.stdout.split() == [".basalt/admin_key", ".basalt/server.json"]
+        untracked = git("status", "--porcelain", "--untracked-files=all", cwd=project).stdout
+        assert sorted(line.split()[-1] for line in untracked.splitlines()) == [
+            ".gitignore",
+            "functions/messages.py",
+            "functions/schema.py",
+        ]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["init"], "basalt dev"),
+        (["init", "my app"], "cd 'my app' && basalt dev"),
+        (["init", "proj", "--app", "api"], "cd proj && basalt dev --app api"),
+    ],
+)
+def test_the_next_command_names_the_project_and_app_folders(
+    tmp_path: Path, args: list[str], hint: str
+) -> None:
+    result = basalt(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"Next: {hint}"
+
+
+def test_init_adds_the_data_folder_to_an_existing_gitignore(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("node_modules/")
+    result = basalt("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ".gitignore").read_text() == "node_modules/\n.basalt/\n__pycache__/\n"
+    assert "updated .gitignore" in result.stdout
 
 
 def test_init_in_the_current_folder(tmp_path: Path) -> None:

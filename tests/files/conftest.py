@@ -64,7 +64,8 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a moto S3 server running in a subprocess."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
         reason = (
-            "moto[server] and boto3 are not installed (pip install 'basalt[s3]' 'moto[server]')"
+            "moto[server] and boto3 are not installed "
+            "(pip install 'basalt-backend[s3]' 'moto[server]')"
         )
         if os.environ.get("CI"):
             pytest.fail(f"S3 tests cannot run in CI: {reason}")

@@ -133,7 +133,7 @@ async def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setitem(sys.modules, "boto3", None)
     store = S3BlobStore("bucket", endpoint_url="http://127.0.0.1:1")
-    with pytest.raises(MissingExtra, match=r"basalt\[s3\]") as caught:
+    with pytest.raises(MissingExtra, match=r"basalt-backend\[s3\]") as caught:
         await store.open()
     assert isinstance(caught.value, ImportError)
     await store.close()
