@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, SupportsIndex
 
 from basalt.errors import BasaltError
 
@@ -85,7 +85,7 @@ def install() -> None:
 
     real_sleep = time.sleep
 
-    def sleep(seconds: float) -> None:
+    def sleep(seconds: float | SupportsIndex) -> None:
         f = current.get()
         if f is not None:
             raise BlockingCallNotAllowed(

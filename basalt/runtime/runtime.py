@@ -15,6 +15,7 @@ a time budget (:attr:`Limits.max_seconds`, enforced by
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable, Mapping
 from types import CodeType
 from typing import Any, Literal, TypeVar
@@ -51,6 +52,8 @@ CallKind = Literal["query", "mutation", "action"]
 T = TypeVar("T")
 #: How many later commits ``query_at`` inspects before it gives up on a timestamp.
 SNAPSHOT_CHECK_LIMIT = 10_000
+#: Arguments encoded in more bytes than this are checked on a worker thread.
+LARGE_ARGS_BYTES = 256 << 10
 
 
 class SnapshotUnavailable(BasaltError):
@@ -87,6 +90,7 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch: watchdog.LoopWatch | None = None
         self._codes: tuple[App, dict[CodeType, str]] | None = None
+        self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -115,12 +119,25 @@ class Runtime:
             if self._watch is not None:
                 self._watch.stop()
                 self._watch = None
+            if self._decoder is not None:
+                self._decoder.shutdown(wait=False)
+                self._decoder = None
             try:
                 await self.actions.close()
                 if self.services.files is not None:
                     await self.services.files.stop()
             finally:
                 await self.storage.close()
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run CPU-bound ``work()`` (decoding and checking large arguments) on
+        this runtime's one decoding thread, so that the event loop keeps serving:
+        a single thread leaves the loop at least every other turn of the GIL."""
+        if self._decoder is None:
+            self._decoder = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="basalt-decode"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
 
     def _handler_codes(self) -> dict[CodeType, str]:
         """The code objects of the app's handlers (HTTP routes included), by
@@ -172,13 +189,21 @@ class Runtime:
         kind: CallKind | None = None,
         identity: dict[str, Any] | None = None,
         admin: bool = False,
+        args_size: int = 0,
     ) -> Outcome:
         """Run a function and report its :class:`Outcome` (never raises for
         errors of the function itself). ``kind`` asserts what the caller
-        expects, as the HTTP API's ``/api/query`` does."""
+        expects, as the HTTP API's ``/api/query`` does. ``args_size`` is the
+        encoded size of ``args`` when the caller knows it: large arguments are
+        checked on a worker thread, so that the event loop serves others meanwhile."""
         lines: list[str] = []
         try:
-            function, call_args = self.prepare(fn, args, kind=kind, admin=admin)
+            if args_size > LARGE_ARGS_BYTES:
+                function, call_args = await self.off_loop(
+                    lambda: self.prepare(fn, args, kind=kind, admin=admin)
+                )
+            else:
+                function, call_args = self.prepare(fn, args, kind=kind, admin=admin)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise

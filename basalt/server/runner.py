@@ -17,7 +17,8 @@ import uvicorn
 
 from basalt.auth import load_auth_config
 from basalt.errors import BasaltError
-from basalt.runtime import App, Runtime, load_app
+from basalt.runtime import App, Limits, Runtime, load_app
+from basalt.runtime.action_workers import ActionWorkers
 from basalt.runtime.services import Services
 from basalt.scheduler import Scheduler
 
@@ -171,6 +172,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             app,
             config.open_storage(),
             services=Services(scheduler=scheduler, files=config.open_files()),
+            limits=Limits(max_seconds=config.function_timeout),
+            actions=ActionWorkers(max_threads=config.action_threads),
         )
         await runtime.start()
     except BaseException:
@@ -212,7 +215,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             timeout_graceful_shutdown=3,
         )
     )
-    remove_handlers = signals.install([server, site_server])
+    remove_handlers = signals.install([server, site_server], grace=config.stop_timeout)
     watcher = None
     if reload:
         watcher = asyncio.create_task(

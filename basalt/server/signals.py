@@ -71,6 +71,8 @@ def install(servers: Sequence[Stoppable], *, grace: float = GRACE_SECONDS) -> Ca
         if received:
             _force_exit(signum, f"{signal.Signals(signum).name} received again")
         received.append(signum)
+        name = signal.Signals(signum).name
+        _say(f"basalt: {name} received, stopping (send it again to exit at once)\n")
         for server in servers:
             server.should_exit = True
         first.set()
