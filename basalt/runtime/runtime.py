@@ -89,6 +89,7 @@ class Runtime:
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch: watchdog.LoopWatch | None = None
+        self._slot = watchdog.current_slot()
         self._codes: tuple[App, dict[CodeType, str]] | None = None
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -105,6 +106,7 @@ class Runtime:
             await self.storage.close()
             raise
         self._loop = asyncio.get_running_loop()
+        self._slot = watchdog.current_slot()
         self._watch = watchdog.watch_loop(
             self._loop,
             watchdog.describe_with(self._handler_codes),
@@ -576,7 +578,16 @@ class Runtime:
             if budget is None:
                 value = await function.handler(ctx, **args)
             else:
-                value = await watchdog.Limited(function.handler(ctx, **args), budget)
+                # The watchdog charges the run while it executes (see watchdog.py).
+                coro = function.handler(ctx, **args)
+                slot = self._slot
+                slot.runs[coro] = budget
+                try:
+                    value = await coro
+                finally:
+                    del slot.runs[coro]
+                if slot.used and slot.used.pop(coro, 0.0) > budget:
+                    raise watchdog.TimeLimitSignal  # also when the function swallowed it
             outcome.value = self._check_result(function, value)
         except Exception as exc:
             outcome.error = exc

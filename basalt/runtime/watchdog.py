@@ -1,25 +1,30 @@
 """The event loop's watchdog: time limits for queries and mutations, and a
-warning that names the function when something blocks the loop.
+warning that names the function when something blocks a loop.
 
 Queries and mutations run on the server's event loop, so a handler that
-computes for a long time keeps every other client waiting. Each run is given a
+computes for a long time keeps every other client waiting. Each run has a
 budget of loop time (:attr:`~basalt.runtime.transaction.Limits.max_seconds`,
-1 s by default, as in Convex). :class:`Limited` drives the handler's coroutine
-and adds up the time each of its steps holds the loop (time spent waiting on
-the database or on other calls does not count):
+1 s by default, as in Convex). A run is registered while it lasts
+(an entry in its loop's :attr:`_Slot.runs`: nothing happens per step), and
+this module's watchdog thread samples it every
+:data:`TICK_SECONDS`: a run seen executing (its coroutine is running, not
+waiting) is charged the time since the previous tick. Time spent waiting on
+the database or on other calls is not charged.
 
-- a run whose total goes over the budget gets :class:`TimeLimitSignal` thrown
-  in at its next step;
-- a single step that never gives the loop back (``while True: pass``) is
-  interrupted by this module's watchdog thread, which raises
-  :class:`TimeLimitSignal` inside it (``PyThreadState_SetAsyncExc``) once the
-  step's deadline has passed. It does not interrupt while Basalt's storage code
-  is on the stack (a commit group sending rows); it tries again on its next
-  tick, so the step is stopped as soon as it is back in the function's code.
+A run over its budget is stopped with :class:`TimeLimitSignal`:
 
-Code that does not return to Python bytecode (a long call into a C library)
-cannot be interrupted; the run is still reported as over its limit when that
-call returns.
+- while it executes, the watchdog sends the loop's thread a signal whose
+  handler raises it there, when the run's own frame is on the stack and
+  Basalt's storage code is not (a commit group sending rows is never cut
+  short; the watchdog asks again on its next tick). A signal also interrupts a
+  blocking system call (a ``select``, a read on a pipe);
+- when it ends (it swallowed the signal, or finished between two ticks), the
+  runtime reports it over its limit all the same.
+
+Python runs signal handlers on the main thread only, so a loop on another
+thread (or a process where every real-time signal is already taken) gets the
+second behaviour alone. Code that never returns to Python bytecode (a long
+call into a C library that ignores signals) cannot be interrupted either.
 
 :func:`watch_loop` makes the watchdog also notice a loop that has not run its
 callbacks for :data:`BLOCKED_WARNING_SECONDS`, and log a warning naming the
@@ -30,13 +35,13 @@ off a loop that blocking code holds.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from time import perf_counter
 from types import CodeType, FrameType
 from typing import Any
@@ -54,18 +59,10 @@ HEARTBEAT_SECONDS = 0.1
 
 _STORAGE_DIR = os.path.dirname(os.path.abspath(_storage_base.__file__)) + os.sep
 _sleep = time.sleep
-#: raise an exception in another thread at its next bytecode boundary ...
-_set_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
-    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
-)
-#: ... and take one back that has not been raised yet (NULL clears it)
-_clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-    ("PyThreadState_SetAsyncExc", ctypes.pythonapi)
-)
 
 
 class TimeLimitSignal(BaseException):
-    """Thrown into a query or mutation that ran over its time budget.
+    """Raised in a query or mutation that ran over its time budget.
 
     It derives from ``BaseException`` so that ``except Exception`` in app code
     cannot swallow it; the runtime turns it into a ``LimitExceeded`` error.
@@ -83,26 +80,28 @@ class _Slot:
         "advice",
         "beat",
         "blocked_since",
-        "deadline",
         "describe",
-        "fired",
-        "lock",
+        "interrupt",
+        "interruptible",
+        "last_tick",
         "name",
-        "step",
+        "runs",
         "thread_id",
+        "used",
         "watchers",
     )
 
     def __init__(self, thread_id: int) -> None:
         self.thread_id = thread_id
-        #: when the running step must give the loop back (0.0: no step is limited)
-        self.deadline = 0.0
-        #: a counter of limited steps, and the step the watchdog last interrupted
-        self.step = 0
-        self.fired = -1
-        #: taken to interrupt a step and to end one, so that an interruption never
-        #: lands after its step is over
-        self.lock = threading.Lock()
+        #: the limited runs on this thread: their coroutines and budgets (the
+        #: runtime adds and removes them; the watchdog only reads)
+        self.runs: dict[Any, float] = {}
+        #: seconds charged to runs (the watchdog writes; the runtime pops)
+        self.used: dict[Any, float] = {}
+        self.last_tick = 0.0
+        #: the run (coroutine) the signal handler is asked to stop
+        self.interrupt: Any = None
+        self.interruptible = False
         #: the last heartbeat of the watched loop (0.0: not watched)
         self.beat = 0.0
         self.watchers = 0
@@ -115,16 +114,58 @@ class _Slot:
 _slots: dict[int, _Slot] = {}
 _thread: threading.Thread | None = None
 _start_lock = threading.Lock()
+#: the signal that asks the main thread to stop a run (None: not installed)
+_interrupt_signal: int | None = None
 
 
-def _slot() -> _Slot:
-    """The current thread's slot (made, and the watchdog started, on first use)."""
+def current_slot() -> _Slot:
+    """The watchdog's record of the calling thread's event loop (made, and the
+    watchdog started, on first use)."""
     ident = threading.get_ident()
     slot = _slots.get(ident)
     if slot is None:
         slot = _slots[ident] = _Slot(ident)
+        slot.interruptible = _install_interrupt()
         _ensure_thread()
     return slot
+
+
+def _install_interrupt() -> bool:
+    """Install the interrupt signal's handler (main thread only), once."""
+    global _interrupt_signal
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if _interrupt_signal is not None:
+        return True
+    low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", 0)
+    for number in range(low + 4, high + 1) if low else (signal.SIGUSR2,):
+        if signal.getsignal(number) in (signal.SIG_DFL, None):
+            signal.signal(number, _on_interrupt)
+            _interrupt_signal = number
+            return True
+    log.warning("no free signal to stop queries and mutations over their time limit with")
+    return False
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    slot = _slots.get(threading.get_ident())
+    coro = slot.interrupt if slot is not None else None
+    target = getattr(coro, "cr_frame", None)
+    if target is None or frame is None:
+        return
+    f: FrameType | None = frame
+    found = False
+    while f is not None:
+        if f.f_code.co_filename.startswith(_STORAGE_DIR):
+            return  # never in the middle of storage code: asked again next tick
+        if f is target:
+            found = True
+            break
+        f = f.f_back
+    if found:
+        assert slot is not None
+        slot.interrupt = None
+        raise TimeLimitSignal
 
 
 def _ensure_thread() -> None:
@@ -141,20 +182,29 @@ def _run() -> None:
         now = perf_counter()
         for slot in list(_slots.values()):
             try:
-                _check(slot, now)
+                _charge(slot, now)
+                _check_heartbeat(slot, now)
             except Exception:  # the watchdog must outlive anything it looks at
                 log.exception("the event-loop watchdog failed checking a loop")
 
 
-def _check(slot: _Slot, now: float) -> None:
-    deadline = slot.deadline
-    if deadline and now > deadline and slot.fired != slot.step:
-        frame = sys._current_frames().get(slot.thread_id)
-        if frame is not None and not _in_storage(frame):
-            with slot.lock:
-                if slot.deadline and slot.fired != slot.step:
-                    slot.fired = slot.step
-                    _set_async_exc(slot.thread_id, TimeLimitSignal)
+def _charge(slot: _Slot, now: float) -> None:
+    elapsed = now - slot.last_tick if slot.last_tick else 0.0
+    slot.last_tick = now
+    runs, used = slot.runs, slot.used
+    for coro, budget in list(runs.items()):
+        if coro.cr_running:
+            spent = used[coro] = used.get(coro, 0.0) + elapsed
+            if spent > budget and slot.interruptible and _interrupt_signal is not None:
+                slot.interrupt = coro
+                signal.pthread_kill(slot.thread_id, _interrupt_signal)
+    for coro in [c for c in used if c not in runs]:  # ended while being charged
+        used.pop(coro, None)
+    if slot.interrupt is not None and slot.interrupt not in runs:
+        slot.interrupt = None
+
+
+def _check_heartbeat(slot: _Slot, now: float) -> None:
     beat = slot.beat
     if beat and now - beat > BLOCKED_WARNING_SECONDS:
         if not slot.blocked_since:
@@ -162,14 +212,6 @@ def _check(slot: _Slot, now: float) -> None:
             _warn_blocked(slot, now - beat)
     elif slot.blocked_since:
         slot.blocked_since = 0.0
-
-
-def _in_storage(frame: FrameType | None) -> bool:
-    while frame is not None:
-        if frame.f_code.co_filename.startswith(_STORAGE_DIR):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _warn_blocked(slot: _Slot, seconds: float) -> None:
@@ -246,79 +288,9 @@ def watch_loop(
     callbacks for :data:`BLOCKED_WARNING_SECONDS`, log a warning naming the
     function ``describe`` finds on the stack, ``name`` (what the loop is) and
     ``advice`` (what to do about it)."""
-    slot = _slot()
+    slot = current_slot()
     slot.describe = describe
     slot.name = name
     slot.advice = advice
     slot.watchers += 1
     return LoopWatch(slot, loop)
-
-
-def _end_step(slot: _Slot, step: int, outer: float) -> None:
-    """Give the slot back its outer deadline and drop an interruption aimed at
-    ``step`` that has not been raised yet. If that interruption lands while this
-    runs, the bookkeeping is finished before it propagates."""
-    try:
-        with slot.lock:
-            slot.deadline = outer
-            if slot.fired == step:
-                _clear_async_exc(slot.thread_id, None)
-    except TimeLimitSignal:
-        with slot.lock:
-            slot.deadline = outer
-        raise
-
-
-class Limited:
-    """Awaiting it runs ``coro`` with at most ``budget`` seconds of loop time
-    (see the module docstring); over it, :class:`TimeLimitSignal` is raised.
-
-    ``spent`` holds the loop time the run has taken so far.
-    """
-
-    __slots__ = ("_budget", "_coro", "spent")
-
-    def __init__(self, coro: Any, budget: float) -> None:
-        self._coro = coro
-        self._budget = budget
-        self.spent = 0.0
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        budget = self._budget
-        slot = _slot()
-        value: Any = None
-        error: BaseException | type[BaseException] | None = None
-        try:
-            while True:
-                if error is None and self.spent > budget:
-                    error = TimeLimitSignal
-                slot.step += 1
-                step = slot.step
-                outer = slot.deadline
-                start = perf_counter()
-                try:
-                    mine = start + budget - self.spent
-                    slot.deadline = mine if not outer or mine < outer else outer
-                    if error is None:
-                        yielded = coro.send(value)
-                    else:
-                        thrown, error = error, None
-                        yielded = coro.throw(thrown)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                finally:
-                    self.spent += perf_counter() - start
-                    _end_step(slot, step, outer)
-                try:
-                    value = yield yielded
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:  # thrown in by the task (cancellation)
-                    value, error = None, exc
-        finally:
-            coro.close()
-        if self.spent > budget:  # also when the function swallowed the signal
-            raise TimeLimitSignal
-        return result

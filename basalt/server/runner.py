@@ -274,6 +274,7 @@ async def _wait_for_loadable(app_dir: Path, tried: Fingerprint) -> tuple[App, Fi
 
 def run_server(config: ServerConfig, *, reload: bool = False) -> None:
     """Blocking entry point used by the CLI."""
+    signals.block()  # before any thread starts: see basalt.server.signals
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop

@@ -103,6 +103,15 @@ def test_a_def_action_runs(
     assert server.client().action("hold:in_a_thread", {}) == "pong"
 
 
+def test_a_mutation_waiting_in_a_system_call_is_stopped(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    with pytest.raises(ConvexExecutionError, match="hold:wait_in_select timed out"):
+        server.client(admin=True).mutation("hold:wait_in_select", {})
+    _well_behaved(server, times=1)
+
+
 def test_a_query_that_never_returns_is_stopped(
     basalt_process: Callable[..., BasaltProcess],
     runaway_app: Path,
@@ -119,16 +128,16 @@ def test_a_query_that_never_returns_is_stopped(
 
 
 def _hold_the_loop(server: BasaltProcess) -> None:
-    """Make a mutation hold the server's loop in a C call the time limit cannot stop."""
+    """Make a mutation hold the server's loop for good (it swallows the time limit)."""
 
     def call() -> Any:
         try:
-            return server.client().mutation("hold:hold_in_c", {"seconds": 120.0})
+            return server.client().mutation("hold:hold_stubbornly", {})
         except Exception as exc:  # the server dies under it
             return exc
 
     threading.Thread(target=call, daemon=True).start()
-    server.wait_for_output("hold:hold_in_c has blocked the server's event loop")
+    server.wait_for_output("hold:hold_stubbornly has blocked the server's event loop")
 
 
 @pytest.mark.parametrize("command", ["serve", "dev"])

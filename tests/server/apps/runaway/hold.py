@@ -23,9 +23,20 @@ async def ping(ctx):
 
 
 @mutation
-async def hold_in_c(ctx, seconds: float):
-    """Waits inside a C call, where the time limit cannot reach."""
-    select.select([], [], [], seconds)
+async def hold_stubbornly(ctx):
+    """Holds the event loop for good: waits in a system call and swallows
+    everything, the time limit included (what app code must never do)."""
+    while True:
+        try:
+            select.select([], [], [], 60)
+        except BaseException:
+            pass
+
+
+@mutation
+async def wait_in_select(ctx):
+    """Waits in a system call (the time limit's signal interrupts it)."""
+    select.select([], [], [], 60)
 
 
 @action(args={"path": v.string()})
