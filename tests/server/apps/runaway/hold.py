@@ -1,5 +1,6 @@
 """Functions that hold what they run on: the server's loop, the action loop, a thread."""
 
+import contextlib
 import json
 import select
 import time
@@ -27,10 +28,8 @@ async def hold_stubbornly(ctx):
     """Holds the event loop for good: waits in a system call and swallows
     everything, the time limit included (what app code must never do)."""
     while True:
-        try:
+        with contextlib.suppress(BaseException):
             select.select([], [], [], 60)
-        except BaseException:
-            pass
 
 
 @mutation
