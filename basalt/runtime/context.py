@@ -116,3 +116,42 @@ class ActionCtx:
     async def run_action(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
         """Run another action."""
         return await self._run_action(fn, args)
+
+
+SyncRunner = Callable[[Any, dict[str, Any] | None], Any]
+
+
+class SyncActionCtx:
+    """``ctx`` of an action declared with plain ``def``: the same as
+    :class:`ActionCtx`, but every method returns its result directly (the
+    action runs on a worker thread of its own, so waiting blocks only it)."""
+
+    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler", "storage")
+
+    def __init__(
+        self,
+        auth: Any,
+        run_query: SyncRunner,
+        run_mutation: SyncRunner,
+        run_action: SyncRunner,
+        scheduler: Any = None,
+        storage: Any = None,
+    ) -> None:
+        self.auth = auth
+        self._run_query = run_query
+        self._run_mutation = run_mutation
+        self._run_action = run_action
+        self.scheduler = scheduler
+        self.storage = storage
+
+    def run_query(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run a query (public or internal) in its own read transaction."""
+        return self._run_query(fn, args)
+
+    def run_mutation(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation (public or internal) in its own transaction."""
+        return self._run_mutation(fn, args)
+
+    def run_action(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
+        """Run another action."""
+        return self._run_action(fn, args)

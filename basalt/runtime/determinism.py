@@ -6,7 +6,9 @@ and retried on conflicts), so while one runs:
 - ``time.time()`` and ``time.time_ns()`` return the time the function started;
 - the module-level functions of :mod:`random` and ``uuid.uuid4()`` draw from a
   generator seeded per run;
-- opening a network connection raises an error that says to use an action.
+- opening a network connection raises an error that says to use an action;
+- ``time.sleep()`` raises an error too (it would hold the server's event loop,
+  and every other request with it).
 
 ``datetime.now()`` cannot be intercepted (it is a C type): use ``time.time()``.
 Outside such functions (actions, the server itself) everything behaves as
@@ -20,7 +22,7 @@ import socket
 import time
 import uuid
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, SupportsIndex
 
 from basalt.errors import BasaltError
 
@@ -58,6 +60,10 @@ class NetworkNotAllowed(BasaltError):
     code = "NetworkNotAllowed"
 
 
+class BlockingCallNotAllowed(BasaltError):
+    code = "BlockingCallNotAllowed"
+
+
 def install() -> None:
     """Patch the clock, random and socket entry points (once per process)."""
     global _installed
@@ -76,6 +82,20 @@ def install() -> None:
 
     time.time = frozen_time
     time.time_ns = frozen_time_ns
+
+    real_sleep = time.sleep
+
+    def sleep(seconds: float | SupportsIndex) -> None:
+        f = current.get()
+        if f is not None:
+            raise BlockingCallNotAllowed(
+                f"time.sleep() is not allowed in a {f.kind}: it would hold the server, and "
+                "every other request with it. Schedule the rest for later with "
+                "ctx.scheduler.run_after, or wait in an action."
+            )
+        real_sleep(seconds)
+
+    time.sleep = sleep
 
     for name in _RANDOM_FUNCTIONS:
         original = getattr(random, name, None)

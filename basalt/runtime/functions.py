@@ -17,14 +17,15 @@ Both spellings work::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, overload
 
 from basalt.errors import SchemaDefinitionError
 from basalt.schema import Validator, as_object_validator
 
 Kind = Literal["query", "mutation", "action", "http_action"]
-Handler = Callable[..., Awaitable[Any]]
+#: ``async def handler(ctx, **args)`` (actions may also be plain ``def``)
+Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
 
@@ -39,11 +40,15 @@ class Function:
         args: dict[str, Validator] | Validator | None,
         returns: Validator | None,
     ) -> None:
-        if not inspect.iscoroutinefunction(handler):
+        is_async = inspect.iscoroutinefunction(handler)
+        if not is_async and not (kind == "action" and callable(handler)):
             raise SchemaDefinitionError(
                 f"{kind} {getattr(handler, '__qualname__', handler)!r} must be declared with "
-                f"'async def' (handlers are coroutines: async def handler(ctx, **args))"
+                f"'async def' (handlers are coroutines: async def handler(ctx, **args)); "
+                "only actions may also be plain 'def' functions"
             )
+        #: False for an action declared with plain ``def`` (run on its worker thread)
+        self.is_async = is_async
         self.handler = handler
         self.kind = kind
         self.visibility = visibility
@@ -67,6 +72,8 @@ class Function:
         """Calling a function object directly runs its handler as plain Python
         (no validation, no transaction) — handy for helpers shared between
         functions. Use ``ctx.run_query`` & co. to run it as a function."""
+        if not self.is_async:
+            return self.handler(*args, **kwargs)
         return await self.handler(*args, **kwargs)
 
 

@@ -16,6 +16,7 @@ with :class:`StreamFailed` (the status was already sent).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,10 @@ from basalt.errors import BasaltError, ConvexError
 from basalt.values.wire import to_clean_json
 
 from . import logs
+from .action_workers import Lease
 from .functions import Function
 from .http_messages import Request, RequestBodyTooLarge, Response, StreamingResponse
+from .loops import relay
 from .outcome import error_message, request_id
 
 if TYPE_CHECKING:
@@ -49,9 +52,35 @@ async def run_http_action(
     """Run ``function`` (an HTTP action) on ``request`` and return its response.
 
     ``label`` names the action in logs (the router passes ``"POST /echo"``);
-    ``identity`` is what ``ctx.auth.get_user_identity()`` returns.
+    ``identity`` is what ``ctx.auth.get_user_identity()`` returns. The handler
+    runs on the action loop (:mod:`~basalt.runtime.action_workers`), which also
+    makes a streaming response's chunks; the request body is read on the
+    server's loop, where it arrives.
     """
     label = label or function.path or function.__name__
+    server = asyncio.get_running_loop()
+    request.read_body_on(server)
+    lease = runtime.actions.lease()
+    streaming = False
+    try:
+        response = await lease.run(lambda: _respond(runtime, function, request, label, identity))
+        if isinstance(response, StreamingResponse):
+            response.content = _released_after(relay(response.iter_bytes(), lease.loop), lease)
+            streaming = True
+        return response
+    finally:
+        if not streaming:
+            lease.close()
+
+
+async def _respond(
+    runtime: Runtime,
+    function: Function,
+    request: Request,
+    label: str,
+    identity: dict[str, Any] | None,
+) -> Response:
+    """The handler's response (on the worker's loop); errors become responses."""
     lines: list[str] = []
     ctx = runtime.action_ctx(identity, lines)
     function_log = logs.FunctionLog(label, lines)
@@ -74,6 +103,20 @@ async def run_http_action(
     if isinstance(result, StreamingResponse):
         result.content = _logged_stream(result.iter_bytes(), label, lines)
     return result
+
+
+async def _released_after(chunks: AsyncIterator[bytes], lease: Lease) -> AsyncIterator[bytes]:
+    """``chunks``, then the worker goes back to the pool (also if the client left)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        try:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            lease.close()
 
 
 def failure_response(label: str, exc: BaseException) -> Response:

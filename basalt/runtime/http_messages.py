@@ -9,6 +9,7 @@ names are case-insensitive (:class:`Headers`); query parameters are in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import (
@@ -24,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from basalt.errors import BasaltError
+
+from .loops import relay
 
 #: ``await request.body()`` refuses bodies over this many bytes (Convex's limit).
 MAX_BODY_BYTES = 20 << 20
@@ -165,6 +168,12 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url}>"
+
+    def read_body_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the streamed body on ``loop`` (the server's, where it arrives),
+        whichever loop the handler runs on."""
+        if self._source is not None and not self._streamed:
+            self._source = relay(self._source, loop)
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives (unless ``body()`` already read it)."""

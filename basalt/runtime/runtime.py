@@ -4,12 +4,20 @@ One :class:`Runtime` owns its storage for the span of ``async with``; two
 runtimes can live in one process. Queries run in a read transaction at one
 snapshot; mutations in a write transaction that commits only if the handler
 returns (any exception rolls back everything) and is retried transparently on a
-write conflict; actions run outside any transaction and can call the others.
+write conflict; actions run outside any transaction, off the server's event
+loop (:mod:`basalt.runtime.action_workers`), and can call the others.
+
+Queries and mutations hold the event loop while their code runs, so each has
+a time budget (:attr:`Limits.max_seconds`, enforced by
+:mod:`basalt.runtime.watchdog`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable, Mapping
+from types import CodeType
 from typing import Any, Literal, TypeVar
 
 from basalt.errors import (
@@ -17,6 +25,7 @@ from basalt.errors import (
     BasaltError,
     FunctionNotFound,
     InvalidValue,
+    LimitExceeded,
     ReturnsValidationError,
     ValidationError,
     WriteConflict,
@@ -24,13 +33,15 @@ from basalt.errors import (
 from basalt.storage.base import Persistence, ReadTransaction
 from basalt.values.model import check_value
 
-from . import determinism, logs
+from . import determinism, logs, watchdog
+from .action_workers import ActionWorkers
 from .app import App
 from .clock import Clock, CreationTimes
 from .conflicts import MAX_CONFLICT_RETRIES, conflict_backoff, retry_conflicts
-from .context import ActionCtx, Auth, MutationCtx, QueryCtx
+from .context import ActionCtx, Auth, MutationCtx, QueryCtx, SyncActionCtx
 from .db import DatabaseReader, DatabaseWriter
 from .functions import Function
+from .loops import Blocking, OnLoop, blocking_function, on_loop
 from .outcome import Outcome
 from .schema_apply import apply_schema
 from .services import Services
@@ -41,6 +52,8 @@ CallKind = Literal["query", "mutation", "action"]
 T = TypeVar("T")
 #: How many later commits ``query_at`` inspects before it gives up on a timestamp.
 SNAPSHOT_CHECK_LIMIT = 10_000
+#: Arguments encoded in more bytes than this are checked on a worker thread.
+LARGE_ARGS_BYTES = 256 << 10
 
 
 class SnapshotUnavailable(BasaltError):
@@ -60,6 +73,7 @@ class Runtime:
         clock: Clock | None = None,
         limits: Limits | None = None,
         services: Services | None = None,
+        actions: ActionWorkers | None = None,
     ) -> None:
         self.app = app
         self.storage = storage
@@ -69,7 +83,15 @@ class Runtime:
         #: the scheduler and file storage behind ctx.scheduler / ctx.storage
         self.services = services or Services()
         self.conflict_retries = 0
+        #: where actions run (off the event loop of queries and mutations)
+        self.actions = actions or ActionWorkers()
+        self.actions.describe = watchdog.describe_with(self._handler_codes)
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch: watchdog.LoopWatch | None = None
+        self._slot = watchdog.current_slot()
+        self._codes: tuple[App, dict[CodeType, str]] | None = None
+        self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -83,16 +105,57 @@ class Runtime:
         except BaseException:
             await self.storage.close()
             raise
+        self._loop = asyncio.get_running_loop()
+        self._slot = watchdog.current_slot()
+        self._watch = watchdog.watch_loop(
+            self._loop,
+            watchdog.describe_with(self._handler_codes),
+            name="the server's event loop",
+            advice="no other request is served meanwhile",
+        )
         self._started = True
 
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            if self._decoder is not None:
+                self._decoder.shutdown(wait=False)
+                self._decoder = None
             try:
+                await self.actions.close()
                 if self.services.files is not None:
                     await self.services.files.stop()
             finally:
                 await self.storage.close()
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """Run CPU-bound ``work()`` (decoding and checking large arguments) on
+        this runtime's one decoding thread, so that the event loop keeps serving:
+        a single thread leaves the loop at least every other turn of the GIL."""
+        if self._decoder is None:
+            self._decoder = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="basalt-decode"
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, work)
+
+    def _handler_codes(self) -> dict[CodeType, str]:
+        """The code objects of the app's handlers (HTTP routes included), by
+        function name, for naming what blocks an event loop."""
+        app = self.app
+        if self._codes is None or self._codes[0] is not app:
+            codes: dict[CodeType, str] = {}
+            named: list[tuple[str, Any]] = list(app.functions.items())
+            if app.http is not None and hasattr(app.http, "routes"):
+                named += [(route.label, route.handler) for route in app.http.routes()]
+            for name, function in named:
+                code = getattr(getattr(function, "handler", None), "__code__", None)
+                if isinstance(code, CodeType):
+                    codes[code] = name
+            self._codes = (app, codes)
+        return self._codes[1]
 
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -128,13 +191,21 @@ class Runtime:
         kind: CallKind | None = None,
         identity: dict[str, Any] | None = None,
         admin: bool = False,
+        args_size: int = 0,
     ) -> Outcome:
         """Run a function and report its :class:`Outcome` (never raises for
         errors of the function itself). ``kind`` asserts what the caller
-        expects, as the HTTP API's ``/api/query`` does."""
+        expects, as the HTTP API's ``/api/query`` does. ``args_size`` is the
+        encoded size of ``args`` when the caller knows it: large arguments are
+        checked on a worker thread, so that the event loop serves others meanwhile."""
         lines: list[str] = []
         try:
-            function, call_args = self.prepare(fn, args, kind=kind, admin=admin)
+            if args_size > LARGE_ARGS_BYTES:
+                function, call_args = await self.off_loop(
+                    lambda: self.prepare(fn, args, kind=kind, admin=admin)
+                )
+            else:
+                function, call_args = self.prepare(fn, args, kind=kind, admin=admin)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
@@ -210,7 +281,7 @@ class Runtime:
 
         function = Function(run, "mutation", "internal", None, None)
         function.path = f"<handler {getattr(handler, '__qualname__', handler)}>"
-        outcome = await self._run_mutation(function, {}, identity)
+        outcome = await self._run_mutation(function, {}, identity, limited=False)
         return outcome.unwrap()
 
     # -- internals -----------------------------------------------------------
@@ -345,7 +416,7 @@ class Runtime:
 
         function = Function(run, "mutation", "internal", None, None)
         function.path = "<system>"
-        outcome = await self._run_mutation(function, {}, None, system=True)
+        outcome = await self._run_mutation(function, {}, None, system=True, limited=False)
         return outcome.unwrap()
 
     async def _run_mutation(
@@ -356,6 +427,7 @@ class Runtime:
         before_commit: Callable[[DatabaseWriter], Awaitable[None]] | None = None,
         *,
         system: bool = False,
+        limited: bool = True,
     ) -> Outcome:
         attempt = 0
         while True:
@@ -373,7 +445,7 @@ class Runtime:
                     ctx = MutationCtx(DatabaseWriter(state), Auth(identity), state, self)
                     now = self.clock.time_ns()
                     frozen = determinism.Frozen(now, now, "mutation")
-                    await self._invoke(function, ctx, args, outcome, frozen)
+                    await self._invoke(function, ctx, args, outcome, frozen, limited=limited)
                     if outcome.error is None and before_commit is not None:
                         system_state = TxState(
                             tx,
@@ -398,31 +470,92 @@ class Runtime:
                 await conflict_backoff(attempt)
 
     def action_ctx(self, identity: dict[str, Any] | None, lines: list[str]) -> ActionCtx:
-        """The ``ctx`` of an action (or HTTP action) run for ``identity``; the log
-        lines of the functions it calls are appended to ``lines``."""
+        """The ``ctx`` of an action (or HTTP action) run for ``identity`` on a
+        worker's loop: what it asks of the deployment runs on the server's loop.
+        The log lines of the functions it calls are appended to ``lines``."""
+        loop = self._server_loop()
+        run = self._action_runner(identity, lines)
+        return ActionCtx(
+            Auth(identity),
+            lambda fn, a: on_loop(loop, run("query", fn, a)),
+            lambda fn, a: on_loop(loop, run("mutation", fn, a)),
+            lambda fn, a: on_loop(loop, run("action", fn, a)),
+            OnLoop(self.services.scheduler_for_action(self), loop),
+            OnLoop(self.services.storage_for("action", None, self), loop),
+        )
+
+    def sync_action_ctx(self, identity: dict[str, Any] | None, lines: list[str]) -> SyncActionCtx:
+        """The ``ctx`` of an action declared with plain ``def``: like
+        :meth:`action_ctx`, with methods that block until they are answered."""
+        loop = self._server_loop()
+        run = self._action_runner(identity, lines)
+        return SyncActionCtx(
+            Blocking(Auth(identity), loop),
+            blocking_function(loop, lambda fn, a: run("query", fn, a)),
+            blocking_function(loop, lambda fn, a: run("mutation", fn, a)),
+            blocking_function(loop, lambda fn, a: run("action", fn, a)),
+            Blocking(self.services.scheduler_for_action(self), loop),
+            Blocking(self.services.storage_for("action", None, self), loop),
+        )
+
+    def _server_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the runtime is not started (use `async with Runtime(...)`)")
+        return self._loop
+
+    def _action_runner(
+        self, identity: dict[str, Any] | None, lines: list[str]
+    ) -> Callable[[CallKind, Function | str, dict[str, Any] | None], Awaitable[Any]]:
+        """Runs a function for an action (on the server's loop); an action it
+        starts is nested, so it never waits for a free worker."""
 
         async def run(kind: CallKind, fn: Function | str, fn_args: dict[str, Any] | None) -> Any:
-            inner = await self.call(fn, fn_args, kind=kind, identity=identity, admin=True)
+            if kind == "action":
+                function, call_args = self.prepare(fn, fn_args, kind="action", admin=True)
+                inner = await self._run_action(function, call_args, identity, nested=True)
+            else:
+                inner = await self.call(fn, fn_args, kind=kind, identity=identity, admin=True)
             lines.extend(inner.log_lines)
             return inner.unwrap()
 
-        return ActionCtx(
-            Auth(identity),
-            lambda fn, a: run("query", fn, a),
-            lambda fn, a: run("mutation", fn, a),
-            lambda fn, a: run("action", fn, a),
-            self.services.scheduler_for_action(self),
-            self.services.storage_for("action", None, self),
-        )
+        return run
 
     async def _run_action(
-        self, function: Function, args: dict[str, Any], identity: dict[str, Any] | None
+        self,
+        function: Function,
+        args: dict[str, Any],
+        identity: dict[str, Any] | None,
+        *,
+        nested: bool = False,
     ) -> Outcome:
+        """Run an action off the server's loop: an ``async def`` one on the
+        action loop, a ``def`` one on a thread of its own."""
         lines: list[str] = []
         outcome = Outcome(log_lines=lines)
-        ctx = self.action_ctx(identity, lines)
-        await self._invoke(function, ctx, args, outcome, None)
+        if function.is_async:
+            ctx = self.action_ctx(identity, lines)
+            await self.actions.run(lambda: self._invoke(function, ctx, args, outcome, None))
+        else:
+            sync_ctx = self.sync_action_ctx(identity, lines)
+            await self.actions.run_in_thread(
+                lambda: self._invoke_sync(function, sync_ctx, args, outcome), nested=nested
+            )
         return outcome
+
+    def _invoke_sync(
+        self, function: Function, ctx: SyncActionCtx, args: dict[str, Any], outcome: Outcome
+    ) -> None:
+        """Run a ``def`` action's handler (on its thread), as :meth:`_invoke` does."""
+        log = logs.FunctionLog(function.path or "?", outcome.log_lines)
+        token = logs.current.set(log)
+        try:
+            outcome.value = self._check_result(function, function.handler(ctx, **args))
+        except Exception as exc:
+            outcome.error = exc
+        finally:
+            logs.current.reset(token)
+            if log.partial:
+                logs.finish(log)
 
     async def _invoke(
         self,
@@ -431,24 +564,50 @@ class Runtime:
         args: dict[str, Any],
         outcome: Outcome,
         frozen: determinism.Frozen | None,
+        *,
+        limited: bool = True,
     ) -> None:
         """Run a handler with its log lines captured (and, for queries and
-        mutations, the frozen clock and seeded random); its value or error go
-        into ``outcome``."""
+        mutations, the frozen clock, seeded random and time budget); its value or
+        error go into ``outcome``."""
         d_token = determinism.current.set(frozen) if frozen is not None else None
         log = logs.FunctionLog(function.path or "?", outcome.log_lines)
         l_token = logs.current.set(log)
+        budget = self.limits.max_seconds if frozen is not None and limited else None
         try:
-            value = await function.handler(ctx, **args)
+            if budget is None:
+                value = await function.handler(ctx, **args)
+            else:
+                # The watchdog charges the run while it executes (see watchdog.py).
+                coro = function.handler(ctx, **args)
+                slot = self._slot
+                slot.runs[coro] = budget
+                try:
+                    value = await coro
+                finally:
+                    del slot.runs[coro]
+                if slot.used and slot.used.pop(coro, 0.0) > budget:
+                    raise watchdog.TimeLimitSignal  # also when the function swallowed it
             outcome.value = self._check_result(function, value)
         except Exception as exc:
             outcome.error = exc
+        except watchdog.TimeLimitSignal:
+            outcome.error = _timed_out(function, budget)
         finally:
             if d_token is not None:
                 determinism.current.reset(d_token)
             logs.current.reset(l_token)
             if log.partial:
                 logs.finish(log)
+
+
+def _timed_out(function: Function, budget: float | None) -> LimitExceeded:
+    return LimitExceeded(
+        f"{function.path} timed out: a query or mutation may run its code for at most "
+        f"{budget:g} s (it holds the server meanwhile). Move long work to an action, or split "
+        "it across several mutations (ctx.scheduler)",
+        code="FunctionTimeout",
+    )
 
 
 def _given_up(function: Function) -> BasaltError:

@@ -21,6 +21,8 @@ class Limits:
     max_bytes_read: int = 16 << 20
     max_documents_written: int = 16_000
     max_bytes_written: int = 16 << 20
+    #: seconds of event-loop time a query or mutation may take (None: no limit)
+    max_seconds: float | None = 1.0
 
 
 class KeyRange(NamedTuple):

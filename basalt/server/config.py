@@ -12,6 +12,11 @@
   credential variables; default: files in ``<data>/blobs``.
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
   default) or ``power`` (survive power loss: fsync every commit).
+- ``BASALT_FUNCTION_TIMEOUT``: seconds of event-loop time a query or mutation
+  may take (default 1, as in Convex; ``0`` turns the limit off).
+- ``BASALT_ACTION_THREADS``: how many ``def`` actions may run at once (default 64).
+- ``BASALT_STOP_TIMEOUT``: seconds a graceful stop (SIGINT, SIGTERM) may take
+  before the process exits anyway (default 10).
 
 A running server records its URL, process id and admin key in
 ``<data>/server.json`` (readable by its owner only), so that ``basalt run``
@@ -56,6 +61,12 @@ class ServerConfig:
     admin_key: str | None = None
     durability: str = "process"
     public_url: str | None = None
+    #: seconds a query or mutation may hold the event loop (None: no limit)
+    function_timeout: float | None = 1.0
+    #: how many ``def`` actions may run at once
+    action_threads: int = 64
+    #: seconds a graceful stop may take before the process exits anyway
+    stop_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, **values: object) -> ServerConfig:
@@ -67,6 +78,12 @@ class ServerConfig:
         config.admin_key = config.admin_key or os.environ.get("BASALT_ADMIN_KEY") or None
         config.durability = os.environ.get("BASALT_DURABILITY", config.durability)
         config.public_url = config.public_url or os.environ.get("BASALT_PUBLIC_URL") or None
+        timeout = _env_number("BASALT_FUNCTION_TIMEOUT", config.function_timeout or 0.0)
+        config.function_timeout = timeout or None
+        config.action_threads = int(
+            _env_number("BASALT_ACTION_THREADS", config.action_threads, minimum=1, integer=True)
+        )
+        config.stop_timeout = _env_number("BASALT_STOP_TIMEOUT", config.stop_timeout)
         if config.site_port is None:
             config.site_port = config.port + 1 if config.port else 0
         return config
@@ -168,6 +185,23 @@ class ServerConfig:
                 path.unlink()
         except (OSError, ValueError):
             pass
+
+
+def _env_number(
+    name: str, default: float, *, minimum: float = 0.0, integer: bool = False
+) -> float:
+    """The number in environment variable ``name`` (``default`` if unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number of seconds"
+        raise ConfigError(f"{name} must be {kind}, got {text!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number of at least {minimum:g}, got {text!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from .auth import Caller
 
 log = logging.getLogger("basalt.server")
 
+#: Request bodies larger than this are decoded on a worker thread.
+LARGE_BODY_BYTES = 256 << 10
+
 ENCODED_FORMATS = {"convex_encoded_json", "convex_json"}
 CLEAN_FORMATS = {"json", "convex_clean_json"}
 
@@ -118,6 +121,14 @@ def outcome_body(outcome: Outcome, encode: Any) -> dict[str, Any]:
     return body
 
 
+def _call_body(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON object of a function call's body, and its decoded ``args``."""
+    body = parse_json_body(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object", code="BadJsonBody")
+    return body, decode_args(body.get("args"))
+
+
 class HttpApi:
     """Handlers of the ``/api`` routes for one runtime."""
 
@@ -133,13 +144,19 @@ class HttpApi:
         fmt: Any,
         *,
         ts: int | None = None,
+        args_size: int = 0,
     ) -> Response:
         if not isinstance(path, str) or not path:
             raise BadRequest(f'path must be a function path like "messages:list", got {path!r}')
         encode = _encoder(fmt)
         if ts is None:
             outcome = await self.runtime.call(
-                path, args, kind=kind, identity=caller.identity, admin=caller.admin
+                path,
+                args,
+                kind=kind,
+                identity=caller.identity,
+                admin=caller.admin,
+                args_size=args_size,
             )
         else:
             outcome = await self.runtime.query_at(
@@ -154,11 +171,14 @@ class HttpApi:
             raw_args = request.query_param("args")
             args = decode_args(parse_json_body((raw_args or "{}").encode()))
             return await self._call(caller, path, args, kind, request.query_param("format"))
-        body = parse_json_body(await request.body())
-        if not isinstance(body, dict):
-            raise BadRequest("The request body must be a JSON object", code="BadJsonBody")
-        args = decode_args(body.get("args"))
-        return await self._call(caller, body.get("path"), args, kind, body.get("format"))
+        raw = await request.body()
+        if len(raw) > LARGE_BODY_BYTES:  # decoded on a worker thread: the loop serves on
+            body, args = await self.runtime.off_loop(lambda: _call_body(raw))
+        else:
+            body, args = _call_body(raw)
+        return await self._call(
+            caller, body.get("path"), args, kind, body.get("format"), args_size=len(raw)
+        )
 
     async def run(self, request: Request, caller: Caller, rest: str) -> Response:
         """``POST /api/run/<module path>/<function>``; default format is clean JSON."""

@@ -8,7 +8,6 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,10 +17,12 @@ import uvicorn
 
 from basalt.auth import load_auth_config
 from basalt.errors import BasaltError
-from basalt.runtime import App, Runtime, load_app
+from basalt.runtime import App, Limits, Runtime, load_app
+from basalt.runtime.action_workers import ActionWorkers
 from basalt.runtime.services import Services
 from basalt.scheduler import Scheduler
 
+from . import signals
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
 from .config import ConfigError, ServerConfig
@@ -131,38 +132,13 @@ def _listen(host: str, port: int) -> socket.socket:
 
 class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: :func:`serve` handles
-    SIGINT and SIGTERM itself so that it can shut down cleanly (uvicorn would
-    re-raise the signal after shutting down, killing the process before the
-    storage is closed and the server marker removed)."""
+    SIGINT and SIGTERM itself (:mod:`basalt.server.signals`) so that it can shut
+    down cleanly (uvicorn would re-raise the signal after shutting down, killing
+    the process before the storage is closed and the server marker removed)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _install_signal_handlers(*servers: _Server) -> Callable[[], None]:
-    """Stop ``servers`` on SIGINT/SIGTERM (a second one forces the exit)."""
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        for server in servers:
-            if server.should_exit:
-                server.force_exit = True
-            server.should_exit = True
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop)
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
-            continue
-        installed.append(sig)
-
-    def remove() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-    return remove
 
 
 async def serve(config: ServerConfig, *, reload: bool = False) -> None:
@@ -196,6 +172,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             app,
             config.open_storage(),
             services=Services(scheduler=scheduler, files=config.open_files()),
+            limits=Limits(max_seconds=config.function_timeout),
+            actions=ActionWorkers(max_threads=config.action_threads),
         )
         await runtime.start()
     except BaseException:
@@ -237,7 +215,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             timeout_graceful_shutdown=3,
         )
     )
-    remove_handlers = _install_signal_handlers(server, site_server)
+    remove_handlers = signals.install([server, site_server], grace=config.stop_timeout)
     watcher = None
     if reload:
         watcher = asyncio.create_task(
@@ -252,17 +230,19 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
     try:
         await _serve_all((server, sock), (site_server, site_sock))
     finally:
-        remove_handlers()
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-        config.remove_server_file()
-        await asgi.aclose()
-        await scheduler.stop()
-        await runtime.stop()
-        sock.close()
-        site_sock.close()
+        try:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            config.remove_server_file()
+            await asgi.aclose()
+            await scheduler.stop()
+            await runtime.stop()
+            sock.close()
+            site_sock.close()
+        finally:
+            remove_handlers()  # until here, a signal that hangs on shutdown still exits
 
 
 async def _serve_all(*pairs: tuple[_Server, socket.socket]) -> None:
@@ -294,6 +274,7 @@ async def _wait_for_loadable(app_dir: Path, tried: Fingerprint) -> tuple[App, Fi
 
 def run_server(config: ServerConfig, *, reload: bool = False) -> None:
     """Blocking entry point used by the CLI."""
+    signals.block()  # before any thread starts: see basalt.server.signals
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop

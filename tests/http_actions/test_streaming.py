@@ -16,6 +16,7 @@ from basalt import internal_mutation, query, v
 from basalt.runtime.functions import http_action
 from basalt.runtime.http_messages import Request, StreamingResponse
 from basalt.runtime.http_router import HttpRouter
+from tests.gates import Gate
 
 from .conftest import MakeSite
 
@@ -41,7 +42,7 @@ def gated_stream(gate: Callable[[], Any]) -> HttpRouter:
 
 @pytest.mark.parametrize("server_http", ["httptools", "h11"])
 async def test_sse_chunks_arrive_before_the_stream_ends(site: MakeSite, server_http: str) -> None:
-    gate = asyncio.Event()
+    gate = Gate()
     served = await site({"http": {"http": gated_stream(gate.wait)}}, http=server_http)
     async with (
         httpx.AsyncClient(base_url=served.url, timeout=10) as client,
@@ -77,8 +78,8 @@ def test_sse_with_the_sync_client(threaded_site: Callable[[dict[str, Any]], str]
 
 
 async def test_client_disconnect_closes_the_generator(site: MakeSite) -> None:
-    closed = asyncio.Event()
-    started = asyncio.Event()
+    closed = Gate()
+    started = Gate()
 
     async def forever(ctx: Any, request: Request) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from basalt import ConvexError, action, internal_mutation, mutation, query
+from tests.gates import Gate
 
-#: Events that blocking functions wait on, by key (set by the tests).
-GATES: dict[str, asyncio.Event] = {}
+#: Gates that blocking functions wait on, by key (set by the tests; actions
+#: wait on the action loop, so they are not asyncio.Events).
+GATES: dict[str, Gate] = {}
 #: How often each handler was entered, by name (a side effect outside any transaction).
 ENTERED: dict[str, int] = {}
 

@@ -12,6 +12,7 @@ from basalt.runtime.scheduling import insert_job
 from basalt.scheduler.jobs import KEEP_FINISHED_MS, prune_finished
 from basalt.scheduler.runner import DEFAULT_LEASE_MS
 from basalt.testing.engines import selected_backend
+from tests.gates import Gate
 
 from . import tasks
 from .conftest import START_MS, MakeEnv
@@ -169,7 +170,7 @@ async def test_a_failing_action_records_the_error(make_env: MakeEnv) -> None:
 
 async def test_actions_run_concurrently_up_to_the_limit(make_env: MakeEnv) -> None:
     env = await make_env(max_concurrent_actions=3)
-    gate = tasks.GATES["g"] = asyncio.Event()
+    gate = tasks.GATES["g"] = Gate()
 
     async def schedule(ctx: Any) -> None:
         for i in range(5):
@@ -191,7 +192,7 @@ async def test_actions_run_concurrently_up_to_the_limit(make_env: MakeEnv) -> No
 
 async def test_canceling_a_running_action_cancels_what_it_schedules(make_env: MakeEnv) -> None:
     env = await make_env()
-    gate = tasks.GATES["g"] = asyncio.Event()
+    gate = tasks.GATES["g"] = Gate()
 
     async def schedule(ctx: Any) -> str:
         job: str = await ctx.scheduler.run_after(
@@ -219,7 +220,7 @@ async def test_a_mutation_interrupted_by_a_crash_runs_once_after_restart(
     make_env: MakeEnv,
 ) -> None:
     env = await make_env()
-    tasks.GATES["g"] = asyncio.Event()
+    tasks.GATES["g"] = Gate()
 
     async def schedule(ctx: Any) -> str:
         job: str = await ctx.scheduler.run_after(
@@ -251,7 +252,7 @@ async def test_a_mutation_interrupted_by_a_crash_runs_once_after_restart(
 
 async def test_an_action_running_at_a_crash_is_failed_on_restart(make_env: MakeEnv) -> None:
     env = await make_env()
-    tasks.GATES["g"] = asyncio.Event()
+    tasks.GATES["g"] = Gate()
 
     async def schedule(ctx: Any) -> str:
         job: str = await ctx.scheduler.run_after(0, "tasks:blocked_act", {"name": "x", "gate": "g"})
@@ -288,7 +289,7 @@ async def test_an_action_running_at_a_crash_is_failed_on_restart(make_env: MakeE
 
 async def test_stopping_marks_running_actions_failed(make_env: MakeEnv) -> None:
     env = await make_env(background=True)
-    tasks.GATES["g"] = asyncio.Event()
+    tasks.GATES["g"] = Gate()
 
     async def schedule(ctx: Any) -> str:
         job: str = await ctx.scheduler.run_after(0, "tasks:blocked_act", {"name": "y", "gate": "g"})

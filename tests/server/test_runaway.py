@@ -1,0 +1,202 @@
+"""A real server against functions that hold what they run on: blocking
+actions, HTTP actions that block, an action calling its own server, a query
+that never returns, a mutation stuck in a C call, large arguments — while a
+well-behaved client checks that the server keeps answering, and signals still
+stop it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from convex.http_client import ConvexExecutionError
+
+from .harness import APPS, BasaltProcess
+
+
+@pytest.fixture
+def runaway_app(tmp_path: Path) -> Path:
+    target = tmp_path / "app"
+    shutil.copytree(APPS / "runaway", target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.fixture
+def pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    executor = concurrent.futures.ThreadPoolExecutor(16)
+    try:
+        yield executor
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _well_behaved(server: BasaltProcess, times: int = 5) -> None:
+    """What a well-behaved client does meanwhile: every call must be answered."""
+    client = server.client()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(times):
+            assert http.get("/health").json()["status"] == "ok"
+            assert client.query("hold:ping", {}) == "pong"
+            assert i >= 0
+
+
+def test_a_blocking_action_leaves_the_server_answering(
+    basalt_process: Callable[..., BasaltProcess],
+    runaway_app: Path,
+    tmp_path: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    release = tmp_path / "release"
+    blocked = pool.submit(server.client().action, "hold:blocked_until", {"path": str(release)})
+    server.wait_for_output("hold:blocked_until has blocked the action loop")
+    _well_behaved(server)
+    assert not blocked.done()
+    release.touch()
+    assert blocked.result(timeout=30) == "released"
+
+
+def test_a_blocking_http_action_leaves_the_api_answering(
+    basalt_process: Callable[..., BasaltProcess],
+    runaway_app: Path,
+    tmp_path: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    site = json.loads((tmp_path / "data" / "server.json").read_text())["siteUrl"]
+    release = tmp_path / "release"
+    blocked = pool.submit(httpx.get, f"{site}/block", params={"path": str(release)}, timeout=60)
+    server.wait_for_output("GET /block has blocked the action loop")
+    _well_behaved(server)
+    assert not blocked.done()
+    release.touch()
+    response = blocked.result(timeout=30)
+    assert (response.status_code, response.text) == (200, "done")
+
+
+def test_an_action_can_call_its_own_server(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    client = server.client()
+    call = "hold:call_own_server"
+    assert client.action(call, {"url": server.url, "path": "hold:ping", "kind": "query"}) == "pong"
+    # An action the blocked action waits for starts on a fresh action loop.
+    args = {"url": server.url, "path": "hold:async_ping", "kind": "action"}
+    assert client.action(call, args) == "pong"
+    assert "new actions start on a fresh action loop" in server.output()
+    _well_behaved(server, times=1)
+
+
+def test_a_def_action_runs(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    assert server.client().action("hold:in_a_thread", {}) == "pong"
+
+
+def test_a_mutation_waiting_in_a_system_call_is_stopped(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    with pytest.raises(ConvexExecutionError, match="hold:wait_in_select timed out"):
+        server.client(admin=True).mutation("hold:wait_in_select", {})
+    _well_behaved(server, times=1)
+
+
+def test_a_query_that_never_returns_is_stopped(
+    basalt_process: Callable[..., BasaltProcess],
+    runaway_app: Path,
+    tmp_path: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    spinning = [pool.submit(server.client(admin=True).query, "hold:spin", {}) for _ in range(3)]
+    _well_behaved(server)
+    for future in spinning:
+        with pytest.raises(ConvexExecutionError, match="hold:spin timed out"):
+            future.result(timeout=60)
+    assert "hold:spin has blocked the server's event loop" in server.output()
+
+
+def _hold_the_loop(server: BasaltProcess) -> None:
+    """Make a mutation hold the server's loop for good (it swallows the time limit)."""
+
+    def call() -> Any:
+        try:
+            return server.client().mutation("hold:hold_stubbornly", {})
+        except Exception as exc:  # the server dies under it
+            return exc
+
+    threading.Thread(target=call, daemon=True).start()
+    server.wait_for_output("hold:hold_stubbornly has blocked the server's event loop")
+
+
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_sigterm_stops_a_server_whose_loop_is_held(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path, command: str
+) -> None:
+    server = basalt_process(
+        runaway_app, tmp_path / "data", command=command, env={"BASALT_STOP_TIMEOUT": "1"}
+    ).start()
+    _hold_the_loop(server)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "the server did not stop within 1 s of SIGTERM; exiting now" in server.output()
+
+
+def test_a_second_sigint_exits_at_once(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(
+        runaway_app, tmp_path / "data", env={"BASALT_STOP_TIMEOUT": "600"}
+    ).start()
+    _hold_the_loop(server)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    server.wait_for_output("SIGINT received, stopping")
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(timeout=60) == 128 + signal.SIGINT
+    assert "SIGINT received again; exiting now" in server.output()
+
+
+def test_large_arguments_are_decoded_while_the_server_answers(
+    basalt_process: Callable[..., BasaltProcess],
+    runaway_app: Path,
+    tmp_path: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """Eight concurrent calls with ~9 MB of arguments each: a well-behaved
+    client's requests are answered while they are decoded and checked."""
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    rows = [[i + 0.123456] * 90 for i in range(8000)]
+    body = json.dumps({"path": "hold:size", "args": {"rows": rows}, "format": "json"})
+    assert len(body) > 8 << 20
+
+    def big() -> Any:
+        with httpx.Client(timeout=120) as http:
+            response = http.post(
+                server.url + "/api/query",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        return response.json()
+
+    calls = [pool.submit(big) for _ in range(8)]
+    answered_meanwhile = 0
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        while not all(call.done() for call in calls):
+            assert http.get("/health").status_code == 200
+            if not all(call.done() for call in calls):
+                answered_meanwhile += 1
+    assert [call.result() for call in calls] == [{"status": "success", "value": 8000.0}] * 8
+    assert answered_meanwhile >= 100, answered_meanwhile
