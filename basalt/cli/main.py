@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from basalt import __version__
-from basalt.errors import BasaltError
+from basalt.errors import BasaltError, InvalidValue
 from basalt.server.config import (
     DEFAULT_APP_DIR,
     DEFAULT_DATA_DIR,
@@ -69,7 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a function")
     p.add_argument("path", help='function path, e.g. "messages:list"')
-    p.add_argument("args", nargs="?", default="{}", help="arguments as a JSON object")
+    p.add_argument(
+        "args",
+        nargs="?",
+        default="{}",
+        help="arguments as a JSON object (numbers are float64, as clients send them; "
+        'an int64 is {"$integer": "<base64 of 8 little-endian bytes>"})',
+    )
     p.add_argument("--app", default=DEFAULT_APP_DIR, help="the app folder (%(default)s)")
     p.add_argument("--data", default=DEFAULT_DATA_DIR, help="the data folder (%(default)s)")
     p.add_argument("--url", default=None, help="run through the server at this URL")
@@ -127,12 +133,13 @@ def _init(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from basalt.server.config import running_server
-    from basalt.values.wire import to_clean_json
+    from basalt.values.wire import loads, to_clean_json
 
     try:
-        fn_args = json.loads(args.args)
-    except ValueError as exc:
-        print(f"error: ARGS must be a JSON object: {exc}", file=sys.stderr)
+        # As a client sends them: every number is a float64, {"$integer": …} an int64.
+        fn_args = loads(args.args)
+    except InvalidValue as exc:
+        print(f"error: ARGS must be a JSON object: {exc.message}", file=sys.stderr)
         return 2
     if not isinstance(fn_args, dict):
         print("error: ARGS must be a JSON object", file=sys.stderr)
