@@ -81,20 +81,20 @@ async def _app_changes(app_dir: Path, seen: Fingerprint) -> AsyncIterator[str]:
 
 
 async def _watch_and_reload(
-    runtime: Runtime,
+    asgi: BasaltApp,
     authenticator: Authenticator,
     scheduler: Scheduler,
     app_dir: Path,
     loaded: Fingerprint,
 ) -> None:
     """Reload the app (and its auth_config.py) whenever a file in its folder
-    changes. A broken file is reported with its file and line, and the previous
-    version keeps serving."""
+    changes; live subscriptions run again with the new code. A broken file is
+    reported with its file and line, and the previous version keeps serving."""
     async for names in _app_changes(app_dir, loaded):
         try:
             app = load_app(app_dir)
             auth_config = load_auth_config(app_dir)
-            await runtime.reload(app)
+            await asgi.reload(app)
             authenticator.set_auth_config(auth_config)
             await scheduler.sync_crons()
         except Exception as exc:  # a bad edit must not stop the dev server
@@ -241,7 +241,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
     watcher = None
     if reload:
         watcher = asyncio.create_task(
-            _watch_and_reload(runtime, authenticator, scheduler, config.app_dir, loaded)
+            _watch_and_reload(asgi, authenticator, scheduler, config.app_dir, loaded)
         )
     config.write_server_file()
     _say(

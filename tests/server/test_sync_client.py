@@ -501,3 +501,68 @@ def test_subscription_survives_kill_9_and_restart(
     # Its own mutations work on the new connection too.
     ws.mutation("notes:add", {"tag": tag, "body": "mine", "pos": 3.0})
     assert sub.next_until(lambda v: len(v) == 3) == ["before", "after", "mine"]
+
+
+# -- basalt dev reloads ------------------------------------------------------------
+
+RELOADED_V1 = """
+from basalt import query, v
+
+
+@query(args={"tag": v.string()})
+async def count(ctx, tag):
+    docs = await ctx.db.query("blobs").with_index("by_tag", lambda q: q.eq("tag", tag)).collect()
+    return len(docs)
+
+
+@query(args={"tag": v.string()})
+async def doomed(ctx, tag):
+    return "here"
+"""
+
+# The edit: count changes, doomed goes away.
+RELOADED_V2 = """
+from basalt import query, v
+
+
+@query(args={"tag": v.string()})
+async def count(ctx, tag):
+    docs = await ctx.db.query("blobs").with_index("by_tag", lambda q: q.eq("tag", tag)).collect()
+    return 1000 + len(docs)
+"""
+
+
+def test_a_dev_reload_reruns_live_subscriptions_with_the_new_code(
+    basalt_process: Callable[..., BasaltProcess],
+    convex_client: Callable[[str], ClientProcess],
+    basic_app: Path,
+    tmp_path: Path,
+    tag: str,
+) -> None:
+    module = basic_app / "reloaded.py"
+    module.write_text(RELOADED_V1)
+    dev = basalt_process(basic_app, tmp_path / "data", command="dev").start()
+    writer = dev.client()
+    ws = convex_client(dev.url)
+    count = ws.subscribe("reloaded:count", {"tag": tag})
+    assert count.next() == 0.0
+    doomed = ws.subscribe("reloaded:doomed", {"tag": tag})
+    assert doomed.next() == "here"
+    for i in range(3):
+        writer.mutation("values:store", {"tag": tag, "value": float(i)})
+    assert count.next_until(lambda n: n == 3.0) == 3.0
+    ts = _latest_ts(dev.url)
+
+    # The edit (no commit follows).
+    mark = len(dev.output())
+    module.write_text(RELOADED_V2)
+    dev.wait_for_output("reloaded after changes to reloaded.py", start=mark)
+    assert count.next_until(lambda n: n != 3.0) == 1003.0
+    assert _latest_ts(dev.url) == ts
+    # A query that no longer exists fails, as a fresh subscription to it would.
+    with pytest.raises(RemoteError, match="reloaded:doomed"):
+        doomed.next_until(lambda value: value != "here")
+
+    # A later commit re-runs the new code.
+    writer.mutation("values:store", {"tag": tag, "value": 3.0})
+    assert count.next_until(lambda n: n != 1003.0) == 1004.0
