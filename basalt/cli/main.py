@@ -32,6 +32,7 @@ from basalt.server.config import (
     SERVER_FILE,
     ServerConfig,
 )
+from basalt.server.data_lock import DataFolderBusy
 
 from .scaffold import scaffold
 from .snapshot import add_commands as add_snapshot_commands
@@ -166,7 +167,19 @@ def _run(args: argparse.Namespace) -> int:
                 "folder any more, delete that file)"
             )
     else:
-        ok, value = asyncio.run(_run_local(config, args.path, fn_args))
+        # In this process: never beside a server that holds the data folder (it
+        # would not see these writes).
+        try:
+            lock = config.lock_data_folder("basalt run")
+        except DataFolderBusy as exc:
+            print(
+                f"error: {exc.message}, and no server.json says where it listens (is it still "
+                "starting?): wait until it serves, or pass --url",
+                file=sys.stderr,
+            )
+            return 1
+        with lock:
+            ok, value = asyncio.run(_run_local(config, args.path, fn_args))
     if not ok:
         print(value, file=sys.stderr)
         return 1

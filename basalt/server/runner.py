@@ -25,6 +25,7 @@ from basalt.scheduler import Scheduler
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
 from .config import ConfigError, ServerConfig
+from .data_lock import DataFolderBusy
 from .site import SiteApp
 from .websocket import MAX_FRAME_BYTES
 
@@ -166,12 +167,34 @@ def _install_signal_handlers(*servers: _Server) -> Callable[[], None]:
 
 
 async def serve(config: ServerConfig, *, reload: bool = False) -> None:
-    """Serve until cancelled, interrupted (SIGINT) or terminated (SIGTERM)."""
+    """Serve until cancelled, interrupted (SIGINT) or terminated (SIGTERM),
+    holding the data folder's lock (a second server on a SQLite data folder is
+    refused before it touches anything of the first)."""
     if not config.app_dir.is_dir():
         raise ConfigError(
             f"the app folder {str(config.app_dir)!r} does not exist: pass --app DIR, "
             "or create one with `basalt init`"
         )
+    command = "basalt dev" if reload else "basalt serve"
+    try:
+        lock = config.lock_data_folder(command)
+    except DataFolderBusy as exc:
+        raise ConfigError(
+            f"{exc.message}: "
+            + (
+                "servers on one PostgreSQL database may share a data folder, but not with "
+                "that process; stop it first, or give this server another --data folder"
+                if config.uses_postgres
+                else "a SQLite data folder serves one server at a time; stop that one "
+                "first, or give this server another --data folder"
+            ),
+            code="DataFolderBusy",
+        ) from None
+    with lock:
+        await _serve_locked(config, reload=reload)
+
+
+async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
     loaded = _fingerprint(config.app_dir)
     try:
         app = load_app(config.app_dir)
