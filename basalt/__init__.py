@@ -3,6 +3,9 @@
 This module is the facade for app code::
 
     from basalt import define_schema, define_table, v, query, mutation, action, ConvexError
+
+``Int64(n)`` marks an int that clients receive as an int64 (a plain ``int``
+reaches them as a number): see :mod:`basalt.values.int64`.
 """
 
 from basalt._version import __version__
@@ -22,11 +25,13 @@ from basalt.runtime.http_router import HttpRouter, cors_router
 from basalt.runtime.pagination import pagination_opts_validator
 from basalt.scheduler.crons import cron_jobs
 from basalt.schema import define_schema, define_table, v
+from basalt.values.int64 import Int64
 
 __all__ = [
     "UNSET",
     "ConvexError",
     "HttpRouter",
+    "Int64",
     "Request",
     "Response",
     "StreamingResponse",

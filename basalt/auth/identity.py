@@ -14,8 +14,7 @@ Values are Convex values, typed as Convex gives them to a JavaScript function:
 - **JSON numbers become ``float``** (Convex's float64), integers included: the
   claims reach Convex functions as JavaScript numbers, so ``identity["level"]``
   is ``3.0`` here as ``identity.level`` is ``3`` (a number, not a bigint) there.
-  A Python ``int`` would be an int64 and reach JavaScript clients as a
-  ``BigInt``.
+  (A claim stored in a document as an ``int`` would be an int64.)
 - ``updatedAt`` is a string (Convex's ``UserIdentity.updatedAt`` is typed
   ``string``): a numeric ``updated_at`` (seconds since the epoch, as OIDC says)
   becomes an RFC 3339 timestamp such as ``"2024-05-01T12:00:00+00:00"``; a string

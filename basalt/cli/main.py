@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from basalt import __version__
-from basalt.errors import BasaltError
+from basalt.errors import BasaltError, InvalidValue
 from basalt.server.config import (
     DEFAULT_APP_DIR,
     DEFAULT_DATA_DIR,
@@ -33,6 +33,7 @@ from basalt.server.config import (
     SERVER_FILE,
     ServerConfig,
 )
+from basalt.server.data_lock import DataFolderBusy
 
 from .scaffold import scaffold
 from .snapshot import add_commands as add_snapshot_commands
@@ -70,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a function")
     p.add_argument("path", help='function path, e.g. "messages:list"')
-    p.add_argument("args", nargs="?", default="{}", help="arguments as a JSON object")
+    p.add_argument(
+        "args",
+        nargs="?",
+        default="{}",
+        help="arguments as a JSON object (numbers are float64, as clients send them; "
+        'an int64 is {"$integer": "<base64 of 8 little-endian bytes>"})',
+    )
     p.add_argument("--app", default=DEFAULT_APP_DIR, help="the app folder (%(default)s)")
     p.add_argument("--data", default=DEFAULT_DATA_DIR, help="the data folder (%(default)s)")
     p.add_argument("--url", default=None, help="run through the server at this URL")
@@ -137,12 +144,13 @@ def init_hint(root: Path, app: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from basalt.server.config import running_server
-    from basalt.values.wire import to_clean_json
+    from basalt.values.wire import loads, to_clean_json
 
     try:
-        fn_args = json.loads(args.args)
-    except ValueError as exc:
-        print(f"error: ARGS must be a JSON object: {exc}", file=sys.stderr)
+        # As a client sends them: every number is a float64, {"$integer": …} an int64.
+        fn_args = loads(args.args)
+    except InvalidValue as exc:
+        print(f"error: ARGS must be a JSON object: {exc.message}", file=sys.stderr)
         return 2
     if not isinstance(fn_args, dict):
         print("error: ARGS must be a JSON object", file=sys.stderr)
@@ -169,7 +177,19 @@ def _run(args: argparse.Namespace) -> int:
                 "folder any more, delete that file)"
             )
     else:
-        ok, value = asyncio.run(_run_local(config, args.path, fn_args))
+        # In this process: never beside a server that holds the data folder (it
+        # would not see these writes).
+        try:
+            lock = config.lock_data_folder("basalt run")
+        except DataFolderBusy as exc:
+            print(
+                f"error: {exc.message}, and no server.json says where it listens (is it still "
+                "starting?): wait until it serves, or pass --url",
+                file=sys.stderr,
+            )
+            return 1
+        with lock:
+            ok, value = asyncio.run(_run_local(config, args.path, fn_args))
     if not ok:
         print(value, file=sys.stderr)
         return 1

@@ -56,6 +56,7 @@ from basalt.runtime.files import STORAGE_TABLE, FileService
 from basalt.runtime.scheduling import JOBS_TABLE
 from basalt.runtime.schema_apply import SCHEMA_META_KEY
 from basalt.server.config import SERVER_FILE, ServerConfig, running_server
+from basalt.server.data_lock import DataFolderBusy
 from basalt.storage.base import BY_CREATION_TIME, Document, Persistence, ReadTransaction
 from basalt.values.ids import decode_id
 from basalt.values.wire import dumps
@@ -356,11 +357,24 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.command == "export":
-        return asyncio.run(_export_cli(config, args))
-    from .snapshot_import import import_cli
+    try:  # the folder to itself, even beside a server that left no server.json
+        lock = (
+            None
+            if args.force
+            else config.lock_data_folder(f"basalt {args.command}", exclusive=True)
+        )
+    except DataFolderBusy as exc:
+        print(f"error: {exc.message}: stop it first, or pass --force", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "export":
+            return asyncio.run(_export_cli(config, args))
+        from .snapshot_import import import_cli
 
-    return asyncio.run(import_cli(config, args))
+        return asyncio.run(import_cli(config, args))
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 async def _export_cli(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 from basalt.errors import BasaltError
 from basalt.storage.indexing import field_value
+from basalt.values.int64 import Int64
 from basalt.values.keys import MISSING, compare
 
 Evaluator = Callable[[dict[str, Any]], Any]
@@ -29,7 +30,7 @@ class FilterError(BasaltError):
 
 def _numeric(value: Any) -> bool:
     t = type(value)
-    return t is int or t is float
+    return t is int or t is float or t is Int64
 
 
 def _cmp(a: Any, b: Any) -> int:

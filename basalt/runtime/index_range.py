@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from basalt.errors import BasaltError
+from basalt.values.int64 import Int64
 from basalt.values.keys import encode_key, prefix_successor
 
 
@@ -37,7 +38,7 @@ class IndexRangeBuilder:
 
     def _value(self, field: str, value: Any) -> Any:
         # A Python int compared against a float64 field means the number.
-        if type(value) is int and self._coerce.get(field):
+        if (type(value) is int or type(value) is Int64) and self._coerce.get(field):
             return float(value)
         return value
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from basalt.errors import BasaltError
 from basalt.storage.base import BY_CREATION_TIME, Document, IndexInfo, TableInfo
+from basalt.values.int64 import Int64
 
 from .filters import Evaluator, FilterBuilder, compile_filter
 from .index_range import IndexRangeBuilder
@@ -205,7 +206,7 @@ class Query:
 
     # -- terminal operations -------------------------------------------------
     async def take(self, n: int) -> list[Document]:
-        if type(n) is float and n.is_integer():
+        if (type(n) is float and n.is_integer()) or type(n) is Int64:
             n = int(n)
         if type(n) is not int or n < 0:
             raise QueryError(f"take() needs a non-negative whole number, got {n!r}")
@@ -241,7 +242,7 @@ class Query:
                 f'paginate() takes {{"numItems": n, "cursor": None | str}}, got {pagination_opts!r}'
             )
         num = pagination_opts.get("numItems")
-        if type(num) is float and num.is_integer():
+        if (type(num) is float and num.is_integer()) or type(num) is Int64:
             num = int(num)
         if type(num) is not int or num < 0:
             raise QueryError(f"paginationOpts.numItems must be a whole number ≥ 0, got {num!r}")

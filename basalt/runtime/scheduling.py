@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from basalt.errors import BasaltError, InvalidValue
+from basalt.values.int64 import Int64
 from basalt.values.model import check_value
 
 from . import determinism
@@ -84,7 +85,7 @@ def system_query(db: DatabaseReader, table: str) -> Query:
 
 def delay_ms(seconds: object) -> float:
     """A ``run_after`` delay in milliseconds (a finite number of seconds ≥ 0)."""
-    if type(seconds) not in (int, float):
+    if type(seconds) not in (int, float, Int64):
         raise SchedulingError(
             f"run_after: the delay must be a number of seconds, got {type(seconds).__name__}"
         )
@@ -101,7 +102,7 @@ def epoch_ms(when: object) -> float:
     if isinstance(when, datetime):
         aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
         return aware.timestamp() * 1000.0
-    if type(when) not in (int, float):
+    if type(when) not in (int, float, Int64):
         raise SchedulingError(
             "run_at: the time must be a datetime or seconds since the epoch "
             f"(time.time()), got {type(when).__name__}"

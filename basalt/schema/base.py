@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NoReturn
 
 from basalt.errors import SchemaDefinitionError, ValidationError
+from basalt.values.int64 import Int64
 from basalt.values.model import type_name
 
 __all__ = [
@@ -79,7 +80,7 @@ def describe_value(value: Any) -> str:
         return "null"
     if t is bool:
         return f"boolean {value}"
-    if t is int:
+    if t is int or t is Int64:
         if INT64_MIN <= value <= INT64_MAX:
             return f"int64 {value}"
         return f"integer {value} (outside the int64 range)"

@@ -20,6 +20,7 @@ from basalt.schema.base import (
     field_segment,
 )
 from basalt.schema.scalars import IdValidator, LiteralValidator, StringValidator
+from basalt.values.int64 import Int64
 
 __all__ = [
     "SYSTEM_FIELDS",
@@ -32,7 +33,7 @@ __all__ = [
 
 SYSTEM_FIELDS = ("_id", "_creationTime")
 _MISSING: Any = object()
-_VALUE_TYPES = (type(None), bool, int, float, str, bytes, list, dict)
+_VALUE_TYPES = (type(None), bool, int, Int64, float, str, bytes, list, dict)
 
 
 class OptionalValidator(Validator):
@@ -343,7 +344,12 @@ class UnionValidator(Validator):
         for t in _VALUE_TYPES:
             candidates = [m for m in members if m._types is None or t in m._types]
             if candidates and all(
-                isinstance(m, LiteralValidator) and type(m.value) is t and t is not float
+                # (not for numbers: a float literal may turn an int into a float, an
+                # int literal turns an int into an Int64)
+                isinstance(m, LiteralValidator)
+                and type(m.value) is t
+                and t is not float
+                and t is not int
                 for m in candidates
             ):
                 plans[t] = frozenset(m.value for m in candidates)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from basalt.errors import SchemaDefinitionError
 from basalt.schema.base import INT64_MAX, INT64_MIN, IdTable, Validator, _Mismatch, _quote
 from basalt.values.ids import is_valid_id
+from basalt.values.int64 import Int64, int64
 
 __all__ = [
     "MAX_TABLE_NAME_LENGTH",
@@ -67,27 +68,34 @@ class Float64Validator(_Scalar):
     __slots__ = ()
     kind = "number"
     _source = "v.float64()"
-    _types = frozenset((float, int))
+    _types = frozenset((float, int, Int64))
     _fast = float
 
     def _check(self, value: Any, id_table: IdTable | None) -> Any:
         t = type(value)
         if t is float:
             return value
-        if t is int and INT64_MIN <= value <= INT64_MAX:
+        if (t is int or t is Int64) and INT64_MIN <= value <= INT64_MAX:
             return float(value)
         raise _Mismatch(self, value)
 
 
 class Int64Validator(_Scalar):
+    """``v.int64()``; a plain ``int`` is returned as an ``Int64``, so that it is
+    stored, and sent to clients, as an int64."""
+
     __slots__ = ()
     kind = "bigint"
     _source = "v.int64()"
-    _types = frozenset((int,))
+    _types = frozenset((int, Int64))
+    _fast = Int64
 
     def _check(self, value: Any, id_table: IdTable | None) -> Any:
-        if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        t = type(value)
+        if t is Int64:
             return value
+        if t is int and INT64_MIN <= value <= INT64_MAX:
+            return int64(value)
         raise _Mismatch(self, value)
 
 
@@ -218,7 +226,7 @@ def _float_key(x: float) -> bytes:
 
 
 def _literal_to_json(x: str | bool | int | float) -> Any:
-    if type(x) is int:
+    if type(x) is int or type(x) is Int64:
         return {"$integer": base64.b64encode(struct.pack("<q", x)).decode("ascii")}
     if isinstance(x, float) and (not math.isfinite(x) or str(x) == "-0.0"):
         return {"$float": base64.b64encode(struct.pack("<d", x)).decode("ascii")}
@@ -230,6 +238,7 @@ class LiteralValidator(Validator):
 
     Types must match (``v.literal(1)`` does not accept ``True`` or ``1.0``), except
     that a float literal accepts an int of the same value and returns it as float.
+    An int literal is an int64: it returns the value as an ``Int64``.
     A float literal distinguishes ``-0.0`` from ``0.0`` and matches NaN with NaN.
     """
 
@@ -240,6 +249,8 @@ class LiteralValidator(Validator):
     _sign: float
 
     def __init__(self, value: str | bool | int | float) -> None:
+        if type(value) is Int64:
+            value = int(value)
         t = type(value)
         if t not in (str, bool, int, float):
             raise SchemaDefinitionError(
@@ -255,17 +266,26 @@ class LiteralValidator(Validator):
     @property
     def _types(self) -> frozenset[type]:  # type: ignore[override]
         t = type(self.value)
-        return frozenset((float, int)) if t is float else frozenset((t,))
+        if t is float:
+            return frozenset((float, int, Int64))
+        return frozenset((int, Int64)) if t is int else frozenset((t,))
 
     def _check(self, value: Any, id_table: IdTable | None) -> Any:
         literal = self.value
         t = type(literal)
         vt = type(value)
-        if t is not float:
+        if t is int:
+            if (vt is int or vt is Int64) and value == literal:
+                return value if vt is Int64 else int64(value)
+        elif t is not float:
             if vt is t and value == literal:
                 return value
         else:
-            x = float(value) if vt is int and INT64_MIN <= value <= INT64_MAX else value
+            x = (
+                float(value)
+                if (vt is int or vt is Int64) and INT64_MIN <= value <= INT64_MAX
+                else value
+            )
             if type(x) is float:
                 if x == literal and (literal != 0.0 or math.copysign(1.0, x) == self._sign):
                     return x

@@ -9,12 +9,16 @@ subclass passed as ``error``) whose message names the path of the mismatch::
 
 Coercion (a Python convenience): ``v.number()``/``v.float64()`` -- and a float
 ``v.literal`` -- accept a Python ``int`` (never a ``bool``) in the int64 range and
-return it as a ``float``. Nothing else is coerced; ``v.int64()`` rejects floats,
-even ``5.0``. When nothing was coerced, ``validate`` returns the very object it was
-given; containers are copied (shallowly, once) only when an element was coerced.
+return it as a ``float``; ``v.int64()`` and an int ``v.literal`` return a plain
+``int`` as an :class:`~basalt.values.int64.Int64`, which clients receive as an
+int64 (a plain ``int`` reaches them as a number). Nothing else is coerced;
+``v.int64()`` rejects floats, even ``5.0``. When nothing was coerced, ``validate``
+returns the very object it was given; containers are copied (shallowly, once)
+only when an element was coerced.
 
 Values are checked by exact type, like :mod:`basalt.values.model`: a ``str``
-subclass is not a string and a ``bool`` is neither an int64 nor a float64.
+subclass is not a string, a ``bool`` is neither an int64 nor a float64, and
+``Int64`` is the one ``int`` subclass accepted.
 
 ``to_json()`` gives the Convex validator JSON and :func:`validator_from_json` reads
 it back; ``repr()`` gives source text (``v.object({"a": v.string()})``).

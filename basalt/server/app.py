@@ -7,7 +7,7 @@ from typing import Any
 
 import basalt
 from basalt.errors import BasaltError
-from basalt.runtime import Runtime
+from basalt.runtime import App, Runtime
 from basalt.runtime.files import FileService
 from basalt.sync import SyncHub
 
@@ -60,6 +60,13 @@ class BasaltApp:
             self._hub = SyncHub(self.runtime)
             self._hub.start()
         return self._hub
+
+    async def reload(self, app: App) -> None:
+        """Switch the runtime to a newly loaded app (``basalt dev``); live
+        subscriptions then run the new code (see :meth:`SyncHub.reload`)."""
+        await self.runtime.reload(app)
+        if self._hub is not None:
+            await self._hub.reload()
 
     async def aclose(self) -> None:
         """Stop background work (subscriptions); the runtime stays with its owner."""

@@ -20,7 +20,7 @@
 
 A running server records its URL, process id and admin key in
 ``<data>/server.json`` (readable by its owner only), so that ``basalt run``
-finds it.
+finds it, and holds the data folder's lock (:mod:`.data_lock`) while it runs.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from basalt.errors import BasaltError
 from basalt.files import blob_store_from_env
 from basalt.runtime.files import FileService
 from basalt.storage.base import Persistence
+
+from .data_lock import DataFolderLock
 
 DEFAULT_PORT = 3210
 DEFAULT_APP_DIR = "functions"
@@ -129,6 +131,19 @@ class ServerConfig:
         self.admin_key = key
         return key
 
+    @property
+    def uses_postgres(self) -> bool:
+        url = self.database_url
+        return bool(url and url.startswith(("postgres://", "postgresql://")))
+
+    def lock_data_folder(self, command: str, *, exclusive: bool = False) -> DataFolderLock:
+        """Take the data folder's lock for ``command`` while it uses the folder:
+        shared on PostgreSQL (its servers may share a folder, as they share the
+        database) unless ``exclusive``, exclusive on SQLite. Raises
+        :class:`~.data_lock.DataFolderBusy` naming the holder."""
+        shared = self.uses_postgres and not exclusive
+        return DataFolderLock.acquire(self.data_dir, command, shared=shared)
+
     def open_storage(self) -> Persistence:
         """The storage engine this config selects (not yet opened)."""
         url = self.database_url
@@ -162,8 +177,17 @@ class ServerConfig:
     # -- the running-server marker used by `basalt run` ------------------------
     def write_server_file(self) -> None:
         """Record this process as the server of the data folder (URL, pid and admin
-        key, so that ``basalt run`` can call it). Readable by the owner only."""
+        key, so that ``basalt run`` can call it). Readable by the owner only.
+
+        On PostgreSQL, whose servers may share a data folder, another live
+        server's marker is left alone: ``basalt run`` keeps calling that one,
+        and this process will not remove it when it stops. (On SQLite this
+        process holds the folder's lock: any other marker is stale.)"""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.uses_postgres:
+            other = running_server(self.data_dir)
+            if other is not None and other.pid != os.getpid():
+                return
         path = self.data_dir / SERVER_FILE
         info = {
             "url": self.url,
@@ -178,6 +202,7 @@ class ServerConfig:
         os.replace(tmp, path)
 
     def remove_server_file(self) -> None:
+        """Remove the marker if this process wrote it (never another's)."""
         path = self.data_dir / SERVER_FILE
         try:
             info = json.loads(path.read_text())

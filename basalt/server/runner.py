@@ -26,6 +26,7 @@ from . import signals
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
 from .config import ConfigError, ServerConfig
+from .data_lock import DataFolderBusy
 from .site import SiteApp
 from .websocket import MAX_FRAME_BYTES
 
@@ -82,20 +83,20 @@ async def _app_changes(app_dir: Path, seen: Fingerprint) -> AsyncIterator[str]:
 
 
 async def _watch_and_reload(
-    runtime: Runtime,
+    asgi: BasaltApp,
     authenticator: Authenticator,
     scheduler: Scheduler,
     app_dir: Path,
     loaded: Fingerprint,
 ) -> None:
     """Reload the app (and its auth_config.py) whenever a file in its folder
-    changes. A broken file is reported with its file and line, and the previous
-    version keeps serving."""
+    changes; live subscriptions run again with the new code. A broken file is
+    reported with its file and line, and the previous version keeps serving."""
     async for names in _app_changes(app_dir, loaded):
         try:
             app = load_app(app_dir)
             auth_config = load_auth_config(app_dir)
-            await runtime.reload(app)
+            await asgi.reload(app)
             authenticator.set_auth_config(auth_config)
             await scheduler.sync_crons()
         except Exception as exc:  # a bad edit must not stop the dev server
@@ -142,12 +143,34 @@ class _Server(uvicorn.Server):
 
 
 async def serve(config: ServerConfig, *, reload: bool = False) -> None:
-    """Serve until cancelled, interrupted (SIGINT) or terminated (SIGTERM)."""
+    """Serve until cancelled, interrupted (SIGINT) or terminated (SIGTERM),
+    holding the data folder's lock (a second server on a SQLite data folder is
+    refused before it touches anything of the first)."""
     if not config.app_dir.is_dir():
         raise ConfigError(
             f"the app folder {str(config.app_dir)!r} does not exist: pass --app DIR, "
             "or create one with `basalt init`"
         )
+    command = "basalt dev" if reload else "basalt serve"
+    try:
+        lock = config.lock_data_folder(command)
+    except DataFolderBusy as exc:
+        raise ConfigError(
+            f"{exc.message}: "
+            + (
+                "servers on one PostgreSQL database may share a data folder, but not with "
+                "that process; stop it first, or give this server another --data folder"
+                if config.uses_postgres
+                else "a SQLite data folder serves one server at a time; stop that one "
+                "first, or give this server another --data folder"
+            ),
+            code="DataFolderBusy",
+        ) from None
+    with lock:
+        await _serve_locked(config, reload=reload)
+
+
+async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
     loaded = _fingerprint(config.app_dir)
     try:
         app = load_app(config.app_dir)
@@ -219,7 +242,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
     watcher = None
     if reload:
         watcher = asyncio.create_task(
-            _watch_and_reload(runtime, authenticator, scheduler, config.app_dir, loaded)
+            _watch_and_reload(asgi, authenticator, scheduler, config.app_dir, loaded)
         )
     config.write_server_file()
     _say(

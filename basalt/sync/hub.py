@@ -211,6 +211,20 @@ class SyncHub:
         self._flush_requests.add(session)
         self._wake.set()
 
+    async def reload(self) -> None:
+        """The runtime now runs a newly loaded app: every live subscription
+        resolves its function again, as a fresh subscribe would (a query that
+        is gone, or whose arguments the new validators refuse, fails), and the
+        next cycle runs them all at one snapshot; clients get the results that
+        changed. Nothing is shared with an execution of the old code any more,
+        so later commits re-run the new code."""
+        async with self._cycle_lock:  # a cycle running the old code finishes first
+            self.entries.clear()
+            for session in list(self.sessions):
+                for query_id in list(session.queries):
+                    session.resubscribe(query_id)
+        self._wake.set()
+
     @property
     def has_pending(self) -> bool:
         """Whether a cycle is running or some subscription or session waits for one."""

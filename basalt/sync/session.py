@@ -40,6 +40,8 @@ class _Query:
     journal: str | None
     entry: QueryEntry
     sent_version: int = -1
+    #: the result hash of what the client has (None: nothing yet)
+    sent_hash: bytes | None = None
 
 
 class SyncSession:
@@ -304,6 +306,9 @@ class SyncSession:
             if query.sent_version == entry.version:
                 continue
             query.sent_version = entry.version
+            if entry.result_hash == query.sent_hash:
+                continue  # a new execution (after a reload, say) with what the client has
+            query.sent_hash = entry.result_hash
             if entry.error_payload is None:
                 modifications.append(
                     m.query_updated(query_id, entry.value_payload, entry.log_lines, query.journal)

@@ -6,24 +6,34 @@ The database is the one ``BASALT_TEST_BACKEND`` selects (see
 with ``BASALT_TEST_BACKEND=postgres`` a PostgreSQL schema of its own, dropped
 when the harness exits. ``BasaltTest(app, storage=engine)`` uses a given engine
 instead.
+
+``query``, ``mutation`` and ``action`` pass their arguments and results through
+the wire encoding, as the official Python client does: an ``int`` argument
+arrives as a float64 number (use :class:`~basalt.Int64` for an int64), a plain
+``int`` result comes back as a ``float`` and an int64 as an ``Int64``, and a
+``ConvexError``'s data comes back decoded the same way. What a test sees is
+what a client sees.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from basalt.errors import ConvexError, InvalidValue
 from basalt.files import LocalBlobStore
-from basalt.runtime import App, ManualClock, MutationCtx, Runtime, load_app
+from basalt.runtime import App, ManualClock, MutationCtx, Outcome, Runtime, load_app
 from basalt.runtime.files import FileService
 from basalt.runtime.functions import Function
 from basalt.runtime.services import Services
 from basalt.scheduler import Scheduler
 from basalt.storage.base import Persistence
 from basalt.storage.sqlite import SqliteEngine
+from basalt.values.wire import dumps, loads
 
 from .engines import drop_test_databases, engine_for_tests, selected_backend
 
@@ -159,13 +169,25 @@ class BasaltTest:
         )
 
     async def query(self, fn: Function | str, args: Mapping[str, Any] | None = None) -> Any:
-        return await self.runtime.query(fn, args, identity=self.identity)
+        """Run a query (internal ones too) and return its value as a client receives
+        it (see the module docstring); raises its error."""
+        return await self._call("query", fn, args)
 
     async def mutation(self, fn: Function | str, args: Mapping[str, Any] | None = None) -> Any:
-        return await self.runtime.mutation(fn, args, identity=self.identity)
+        """Run a mutation; its value as a client receives it, or its error."""
+        return await self._call("mutation", fn, args)
 
     async def action(self, fn: Function | str, args: Mapping[str, Any] | None = None) -> Any:
-        return await self.runtime.action(fn, args, identity=self.identity)
+        """Run an action; its value as a client receives it, or its error."""
+        return await self._call("action", fn, args)
+
+    async def _call(
+        self, kind: Literal["query", "mutation", "action"], fn: Function | str, args: Any
+    ) -> Any:
+        if args is not None:
+            args = through_the_wire(dict(args))
+        outcome = await self.runtime.call(fn, args, kind=kind, identity=self.identity, admin=True)
+        return received(outcome)
 
     async def finish_scheduled(self) -> int:
         """Run every scheduled function due at the clock's time; returns how many ran."""
@@ -184,3 +206,23 @@ class BasaltTest:
         """Run ``handler(ctx)`` as a one-off mutation (to set up or inspect data)."""
         result: T = await self.runtime.run_handler(handler, identity=self.identity)
         return result
+
+
+def through_the_wire(value: Any) -> Any:
+    """``value`` as it is after a trip through ``convex_encoded_json``: a plain
+    ``int`` becomes a ``float``, an int64 an ``Int64`` (raises ``InvalidValue``
+    for what cannot be sent, such as an int beyond ±2**53)."""
+    return loads(dumps(value))
+
+
+def received(outcome: Outcome) -> Any:
+    """A call's value as a client receives it, or raise its error (a
+    ``ConvexError`` with its data as a client receives it)."""
+    error = outcome.error
+    if error is not None:
+        if isinstance(error, ConvexError):
+            # (data that cannot be sent stays as it is: the server sends its repr())
+            with contextlib.suppress(InvalidValue):
+                error.data = through_the_wire(error.data)
+        raise error
+    return through_the_wire(outcome.value)

@@ -5,6 +5,7 @@ onto Python objects.
 """
 
 from .ids import decode_id, encode_id, is_valid_id, new_id, new_internal_id, table_number_of
+from .int64 import Int64
 from .keys import (
     MISSING,
     Missing,
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_VALUE_SIZE",
     "MISSING",
     "SYSTEM_FIELDS",
+    "Int64",
     "JSONValue",
     "Missing",
     "Value",

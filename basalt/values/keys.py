@@ -35,6 +35,7 @@ from typing import Any, Final, final
 
 from basalt.errors import InvalidValue
 
+from .int64 import Int64, int64
 from .model import Value, bad_type_reason
 
 __all__ = [
@@ -107,7 +108,7 @@ def _encode_into(value: Any, out: bytearray) -> None:
         out.append(_TAG_STR)
         out += b
         out += b"\x00\x00"
-    elif t is int:
+    elif t is int or t is Int64:
         try:
             out += _pack_tag_u64(_TAG_INT, value + _SIGN)
         except struct.error:
@@ -234,7 +235,7 @@ def _decode_at(data: bytes, pos: int) -> tuple[Value | Missing, int]:
             raise InvalidValue("Invalid key: truncated number")
         u: int = _unpack_u64_from(data, pos)[0]
         if tag == _TAG_INT:
-            return u - _SIGN, pos + 8
+            return int64(u - _SIGN), pos + 8
         u = u ^ _SIGN if u & _SIGN else u ^ _ALL
         return float(_unpack_f64(_pack_u64(u))[0]), pos + 8
     if tag == _TAG_NULL:
@@ -355,6 +356,7 @@ _RANK: dict[type, int] = {
     Missing: 0,
     type(None): 1,
     int: 2,
+    Int64: 2,
     float: 3,
     bool: 4,
     str: 5,
@@ -373,7 +375,10 @@ def _cmp(a: Any, b: Any) -> int:
         if ra is None or rb is None:
             bad = b if ra is not None else a
             raise InvalidValue(f"Invalid value: {bad_type_reason(bad)}")
-        return -1 if ra < rb else 1
+        if ra != rb:
+            return -1 if ra < rb else 1
+        # an int and an Int64: both int64
+        return -1 if a < b else (1 if a > b else 0)
     if ta is float:
         if a < b:
             return -1
@@ -385,7 +390,7 @@ def _cmp(a: Any, b: Any) -> int:
         ka = _float_bits(a)
         kb = _float_bits(b)
         return -1 if ka < kb else (1 if ka > kb else 0)
-    if ta is str or ta is int or ta is bytes or ta is bool:
+    if ta is str or ta is int or ta is bytes or ta is bool or ta is Int64:
         return -1 if a < b else (1 if a > b else 0)
     if ta is list:
         for x, y in zip(a, b, strict=False):

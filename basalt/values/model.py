@@ -7,7 +7,7 @@ Python                  Convex      notes
 ======================  ==========  =========================================
 ``None``                null
 ``bool``                boolean     never an int64, although ``bool`` subclasses ``int``
-``int``                 int64       must lie in ``[-2**63, 2**63 - 1]``
+``int``                 int64       must lie in ``[-2**63, 2**63 - 1]``; see below
 ``float``               float64     NaN, ±inf and -0.0 included
 ``str``                 string      must be encodable as UTF-8 (no lone surrogates)
 ``bytes``               bytes
@@ -15,9 +15,15 @@ Python                  Convex      notes
 ``dict`` with str keys  object      field names: printable ASCII, no leading ``$``
 ======================  ==========  =========================================
 
-Only these exact types are accepted: subclasses (``IntEnum``, ``OrderedDict``, …)
+Only these exact types are accepted, plus :class:`~basalt.values.int64.Int64`
+(the one ``int`` subclass): other subclasses (``IntEnum``, ``OrderedDict``, …)
 are rejected, so every layer can dispatch on ``type(x) is …``. Document ids are
 plain ``str``.
+
+Inside Basalt (storage, index keys, validators) every ``int`` is an int64. Only
+at the boundary to clients do the two kinds of int part: a plain ``int``
+crosses as a float64 number (it must lie within ±2**53) and an ``Int64`` as an
+int64 (see :mod:`basalt.values.int64` and :mod:`basalt.values.wire`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias, TypeVar
 
 from basalt.errors import InvalidValue
+
+from .int64 import Int64
 
 __all__ = [
     "MAX_ARRAY_LENGTH",
@@ -200,7 +208,7 @@ def _check(value: Any, depth: int, good_names: set[str] = _GOOD_NAMES) -> int:
             return 2 + len(value.encode("utf-8"))
         except UnicodeEncodeError:
             raise _BadValue("string contains a lone surrogate and is not valid UTF-8") from None
-    if t is int:
+    if t is int or t is Int64:
         if _INT64_MIN <= value <= _INT64_MAX:
             return 9
         raise _BadValue(f"int {value} is out of the int64 range")
@@ -315,6 +323,7 @@ _TYPE_NAMES: dict[type, str] = {
     type(None): "null",
     bool: "boolean",
     int: "int64",
+    Int64: "int64",
     float: "float64",
     str: "string",
     bytes: "bytes",

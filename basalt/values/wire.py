@@ -1,15 +1,19 @@
 """JSON encodings of Convex values: the client wire formats and the storage codec.
 
 * ``convex_encoded_json`` (:func:`to_convex_json`, :func:`from_convex_json`,
-  :func:`dumps`, :func:`loads`): the typed, lossless format the official clients
-  speak (protocol.md §2). int64 becomes ``{"$integer": base64}``; NaN, ±inf and
-  -0.0 become ``{"$float": base64}``; bytes become ``{"$bytes": base64}``; every
-  JSON number read from a client is a float64.
+  :func:`dumps`, :func:`loads`): the typed format the official clients speak
+  (protocol.md §2). An :class:`~basalt.values.int64.Int64` becomes
+  ``{"$integer": base64}``; a plain ``int`` becomes a float64 number (written
+  ``3.0``), as the official Python client sends one, and must lie within ±2**53
+  where float64 is exact; NaN, ±inf and -0.0 become ``{"$float": base64}``;
+  bytes become ``{"$bytes": base64}``. Read back, every JSON number is a float64
+  and every ``$integer`` an ``Int64``.
 * clean ``json`` (:func:`to_clean_json`): lossy, for humans and ``/api/run``.
 * the storage codec (:func:`dumps_stored`, :func:`loads_stored`): how Basalt keeps
   documents. It is plain JSON (which already keeps ``5`` and ``5.0`` apart and,
   in Python, writes NaN/Infinity/-0.0 exactly) plus ``{"$bytes": base64}``, which
-  cannot clash with user data because field names never start with ``$``.
+  cannot clash with user data because field names never start with ``$``. Every
+  stored int is an int64 and reads back as an ``Int64``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import json.encoder
 import math
 import struct
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from basalt.errors import InvalidValue
 
+from .int64 import MAX_SAFE_INTEGER, Int64, int64
 from .model import (
     MAX_VALUE_DEPTH,
     JSONValue,
@@ -81,6 +87,19 @@ def _encode_int(v: int) -> JSONValue:
         raise _BadValue(f"int {v} is out of the int64 range") from None
 
 
+def _int_number(v: int) -> float:
+    """A plain ``int`` as the float64 number clients receive."""
+    if -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+        return float(v)
+    if -(1 << 63) <= v < 1 << 63:
+        raise _BadValue(
+            f"int {v} is beyond ±2**53, so the float64 number a Python int crosses to "
+            f"clients as cannot hold it exactly: send an int64 instead, Int64({v}) "
+            "(from basalt import Int64) or a v.int64() validator"
+        )
+    raise _BadValue(f"int {v} is out of the int64 range")
+
+
 def _encode(value: Any) -> JSONValue:
     t = type(value)
     if t is str or t is bool or value is None:
@@ -90,6 +109,8 @@ def _encode(value: Any) -> JSONValue:
             return value  # type: ignore[no-any-return]
         return {"$float": _b64(_pack_d(value))}
     if t is int:
+        return _int_number(value)
+    if t is Int64:
         return _encode_int(value)
     if t is dict:
         key: Any = None
@@ -122,9 +143,11 @@ def _encode(value: Any) -> JSONValue:
 
 
 def to_convex_json(value: object) -> JSONValue:
-    """Encode a Convex value as ``convex_encoded_json`` (a ``json.dumps``-able object).
+    """Encode a Convex value as ``convex_encoded_json`` (a ``json.dumps``-able object),
+    as clients receive it: an ``Int64`` as an int64, a plain ``int`` as a float64
+    number (an :class:`InvalidValue` naming the path when it is beyond ±2**53).
 
-    Only the types are checked here (and the int64 range); field names and
+    Only the types are checked here (and the number ranges); field names and
     limits are :func:`~basalt.values.model.check_value`'s job.
     """
     try:
@@ -140,7 +163,7 @@ def _decode_special(key: str, payload: object) -> Value:
         data = _b64decode(payload, "$integer")
         if len(data) != 8:
             raise _BadValue(f"$integer must encode 8 bytes, not {len(data)}")
-        return int(_unpack_q(data)[0])
+        return int64(_unpack_q(data)[0])
     if key == "$float":
         data = _b64decode(payload, "$float")
         if len(data) != 8:
@@ -208,10 +231,10 @@ def _decode(obj: Any, depth: int) -> Value:
 def from_convex_json(obj: object) -> Value:
     """Decode a ``json.loads`` result in ``convex_encoded_json`` into a Convex value.
 
-    JSON integers (Python ``int``) become float64. Raises :class:`InvalidValue`
-    with the path for bad ``$integer``/``$float``/``$bytes`` payloads, any other
-    ``$`` field name, or nesting deeper than ``MAX_VALUE_DEPTH``. Field names are
-    not otherwise checked (see ``check_value``).
+    JSON integers (Python ``int``) become float64, ``$integer`` an ``Int64``.
+    Raises :class:`InvalidValue` with the path for bad ``$integer``/``$float``/
+    ``$bytes`` payloads, any other ``$`` field name, or nesting deeper than
+    ``MAX_VALUE_DEPTH``. Field names are not otherwise checked (see ``check_value``).
     """
     try:
         return _decode(obj, MAX_VALUE_DEPTH)
@@ -251,6 +274,8 @@ def _clean(value: Any) -> JSONValue:
             return value  # type: ignore[no-any-return]
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     if t is int:
+        return _int_number(value)
+    if t is Int64:
         return str(value)
     if t is dict:
         return {k: _clean(v) for k, v in value.items()}
@@ -262,7 +287,8 @@ def _clean(value: Any) -> JSONValue:
 
 
 def to_clean_json(value: object) -> JSONValue:
-    """The lossy clean ``json`` form: int64 → decimal string, NaN/±inf → "NaN",
+    """The lossy clean ``json`` form: int64 (an ``Int64``) → decimal string, a
+    plain ``int`` → a number (as in :func:`to_convex_json`), NaN/±inf → "NaN",
     "Infinity", "-Infinity", bytes → base64 string; -0.0 stays a float."""
     try:
         return _clean(value)
@@ -334,15 +360,19 @@ def _stored_hook(d: dict[str, Any]) -> Any:
     return d
 
 
-_plain_decode = json.JSONDecoder().decode
-_hooked_decode = json.JSONDecoder(object_hook=_stored_hook).decode
+# Every stored int is an int64: it reads back as an Int64 (made without a range
+# check: the text was written from a checked value).
+_stored_int = partial(int.__new__, Int64)
+_plain_decode = json.JSONDecoder(parse_int=_stored_int).decode
+_hooked_decode = json.JSONDecoder(object_hook=_stored_hook, parse_int=_stored_int).decode
 
 
 def dumps_stored(value: object) -> str:
     """The storage text of ``value``, which must already have passed ``check_value``.
 
-    Exact round trip through :func:`loads_stored`: int stays int, float stays
-    float bit for bit (NaN payloads, ±inf and -0.0 included), bytes stay bytes.
+    Exact round trip through :func:`loads_stored`: an int comes back as an
+    ``Int64`` (an int that clients receive as int64), a float stays a float bit
+    for bit (NaN payloads, ±inf and -0.0 included), bytes stay bytes.
     """
     text = "".join(_stored_encoder(value, 0))
     if "NaN" in text:  # rare: maybe a NaN that the NaN literal cannot represent

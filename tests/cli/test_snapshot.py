@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from basalt import Int64
 from basalt.cli.main import main
 from basalt.cli.snapshot import MANIFEST, SnapshotError, export_snapshot, is_exported, scan_table
 from basalt.cli.snapshot_import import import_snapshot
@@ -131,7 +132,7 @@ async def make_source(app: Path, data: Path, storage: Persistence) -> Source:
         text = await t.action("data:store", {"data": b"hello, basalt\n", "type": "text/plain"})
         binary = await t.action("data:store", {"data": BINARY})
         for i, score in enumerate(SCORES):
-            doc = {"author": users[i % 2], "count": 2**62 + i, "raw": bytes([i, 0, 255])}
+            doc = {"author": users[i % 2], "count": Int64(2**62 + i), "raw": bytes([i, 0, 255])}
             await t.mutation("data:add_message", {**doc, "score": score, "file": text})
         job = await t.mutation("data:schedule_ping", {"delay": 3600.0})
     return Source(app, data, users, {text: b"hello, basalt\n", binary: BINARY}, job)

@@ -2,9 +2,17 @@
 // Usage: BASALT_URL=http://127.0.0.1:PORT [BASALT_ADMIN_KEY=…] node http_client.mjs [check ...]
 
 import { ConvexHttpClient } from "convex/browser";
-import { ROUND_TRIP, describe, fn, main, settle } from "./lib.mjs";
+import { ROUND_TRIP, describe, fn, main, settle, useIntegers } from "./lib.mjs";
 
 const checks = {
+  integers: {
+    async run(t) {
+      const client = t.http();
+      await client.mutation(fn("values:store_count"), { tag: t.tag, n: 41 });
+      return await useIntegers((path) => client.query(fn(path), { tag: t.tag }));
+    },
+  },
+
   calls: {
     async run(t) {
       const client = t.http();

@@ -82,6 +82,26 @@ export async function settle(promise) {
   }
 }
 
+/** What a program does with the integers of `values:counts`, as data: the
+ * count plus one and the result's JSON text (both throw on a BigInt). */
+export async function useIntegers(call) {
+  const attempt = (f) => {
+    try {
+      return { value: describe(f()) };
+    } catch (error) {
+      return { error: `${error.constructor.name}: ${error.message}` };
+    }
+  };
+  const counts = await call("values:counts");
+  const validated = await call("values:count_int64");
+  return {
+    counts: describe(counts),
+    validated: describe(validated),
+    plus_one: attempt(() => counts.count + 1),
+    json: attempt(() => JSON.stringify({ count: counts.count, next: counts.next })),
+  };
+}
+
 /** A wire timestamp (base64 of a little-endian u64) as a decimal string. */
 export function decodeTs(text) {
   return Buffer.from(text, "base64").readBigUInt64LE(0).toString();

@@ -14,6 +14,7 @@ import {
   main,
   settle,
   sleep,
+  useIntegers,
   waitFor,
 } from "./lib.mjs";
 
@@ -71,6 +72,18 @@ function fakeJwt() {
 }
 
 const checks = {
+  integers: {
+    async run(t) {
+      const client = t.client();
+      await client.mutation(fn("values:store_count"), { tag: t.tag, n: 41 });
+      const used = await useIntegers((path) => client.query(fn(path), { tag: t.tag }));
+      // A subscription's value crosses the same way.
+      const watched = watch(client, "values:counts", { tag: t.tag });
+      await waitFor(() => watched.seen.length > 0, 10000, "the subscription's first value");
+      return { ...used, subscribed: watched.values()[0], ws: t.recorder.summary() };
+    },
+  },
+
   query: {
     async run(t) {
       const client = t.client();

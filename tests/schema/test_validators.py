@@ -25,6 +25,7 @@ from basalt.schema import (
     v,
     validator_from_json,
 )
+from basalt.values import Int64
 from basalt.values.ids import is_valid_id
 
 # --------------------------------------------------------------------------- ids
@@ -75,13 +76,21 @@ def mismatch(validator: Validator, value: Any, **kwargs: Any) -> str:
 SCALAR_CASES = [
     (v.null(), [None], [0, False, "", [], {}]),
     (v.float64(), [0.0, -0.0, 1.5, math.inf, -math.inf], [True, "1", None, [1.0], b"1"]),
-    (v.int64(), [0, -(2**63), 2**63 - 1, 42], [5.0, True, 2**63, -(2**63) - 1, "5"]),
+    (
+        v.int64(),
+        [Int64(0), Int64(-(2**63)), Int64(2**63 - 1), Int64(42)],
+        [5.0, True, 2**63, -(2**63) - 1, "5"],
+    ),
     (v.boolean(), [True, False], [0, 1, "true", None]),
     (v.string(), ["", "hello", "ünïcode"], [b"x", 1, None, ["a"]]),
     (v.bytes(), [b"", b"\x00\xff"], ["x", bytearray(b"x"), [1]]),
     (v.array(v.string()), [[], ["a", "b"]], [("a",), "ab", {"a": 1}, [1]]),
     (v.object({"a": v.string()}), [{"a": "x"}], [{}, {"a": 1}, {"a": "x", "b": 1}, []]),
-    (v.record(v.string(), v.int64()), [{}, {"a": 1, "b": 2}], [{"a": "1"}, {1: 1}, [1]]),
+    (
+        v.record(v.string(), v.int64()),
+        [{}, {"a": Int64(1), "b": Int64(2)}],
+        [{"a": "1"}, {1: 1}, [1]],
+    ),
     (v.union(v.string(), v.null()), ["x", None], [1, True, b"x"]),
     (v.literal("a"), ["a"], ["b", "A", 1]),
 ]
@@ -164,8 +173,21 @@ def test_containers_are_copied_only_when_coerced() -> None:
 
 
 def test_union_first_accepting_member_wins() -> None:
-    assert type(v.union(v.int64(), v.float64()).validate(3)) is int
+    assert type(v.union(v.int64(), v.float64()).validate(3)) is Int64
     assert type(v.union(v.float64(), v.int64()).validate(3)) is float
+
+
+def test_int64_validators_make_a_plain_int_an_int64() -> None:
+    """What a v.int64() validator accepts is an int64, which is what clients get."""
+    for validator in (v.int64(), v.literal(7), v.union(v.literal(7), v.literal(8))):
+        result = validator.validate(7)
+        assert type(result) is Int64 and result == 7
+    nested = v.object({"n": v.int64(), "l": v.array(v.int64())}).validate({"n": 1, "l": [2]})
+    assert type(nested["n"]) is Int64 and type(nested["l"][0]) is Int64
+    # v.float64() still takes either int as the number
+    assert type(v.float64().validate(Int64(3))) is float
+    assert type(v.literal(3.0).validate(Int64(3))) is float
+    assert v.literal(Int64(7)) == v.literal(7)
 
 
 # --------------------------------------------------------------------------- ids

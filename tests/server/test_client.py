@@ -5,10 +5,16 @@ functions and failed mutations."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
+
+import basalt
+from basalt import Int64
+from basalt.testing import BasaltTest
 
 from .harness import ADMIN_KEY, BasaltProcess
 
@@ -29,8 +35,81 @@ def test_mutation_then_query(client: ConvexHttpClient, tag: str) -> None:
 def test_action_runs_queries_and_mutations(client: ConvexHttpClient, tag: str) -> None:
     result = client.action("relay:add_all", {"tag": tag, "bodies": ["a", "b", "c"]})
     # ctx.run_mutation wrote, ctx.run_query read back (also an internal query).
-    assert result == {"bodies": ["a", "b", "c"], "count": ConvexInt64(3)}
+    assert result == {"bodies": ["a", "b", "c"], "count": 3.0}
+    assert type(result["count"]) is float  # len() in a query: a number
     assert client.query("notes:bodies", {"tag": tag}) == ["a", "b", "c"]
+
+
+def assert_integers_as_clients_need_them(counts: Any, validated: Any) -> None:
+    """What values:counts / values:count_int64 give after one store_count of 41."""
+    # len(rows) is a plain int: a number, on which arithmetic works.
+    assert type(counts["count"]) is float and counts["count"] + 1 == 2.0
+    assert type(counts["next"]) is float and counts["next"] == 2.0
+    # Int64(...), a v.int64() validator and an int stored in a document: int64.
+    assert type(counts["explicit"]) is ConvexInt64 and counts["explicit"].value == 1
+    assert [type(x) for x in counts["stored"]] == [ConvexInt64]
+    assert counts["stored"][0].value == 41
+    assert type(validated["count"]) is ConvexInt64 and validated["count"].value == 1
+    assert type(validated["of"]) is float
+
+
+def test_plain_ints_arrive_as_numbers_and_int64s_as_int64(
+    client: ConvexHttpClient, tag: str
+) -> None:
+    client.mutation("values:store_count", {"tag": tag, "n": 41})
+    assert_integers_as_clients_need_them(
+        client.query("values:counts", {"tag": tag}),
+        client.query("values:count_int64", {"tag": tag}),
+    )
+
+
+def shape(value: Any) -> Any:
+    """The types of a value as received, with either client's int64 as "int64"."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if type(value) in (ConvexInt64, Int64):
+        return ("int64", int(value.value if type(value) is ConvexInt64 else value))
+    return (type(value).__name__, value)
+
+
+async def test_the_harness_returns_what_the_python_client_receives(
+    client: ConvexHttpClient, basic_app: Path, tag: str
+) -> None:
+    """The pytest fixture's results have the types a client gets: a test that
+    passes on the harness does not break a real client."""
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("mutation", "values:store_count", {"tag": tag, "n": 41.0}),
+        ("query", "values:counts", {"tag": tag}),
+        ("query", "values:count_int64", {"tag": tag}),
+        ("action", "relay:add_all", {"tag": tag, "bodies": ["a"]}),
+        ("query", "values:describe", {"value": 3}),
+        ("query", "values:describe", {"value": [1.5, b"x", None]}),
+    ]
+    async with BasaltTest(basic_app) as t:
+        for kind, path, args in calls:
+            over_http = getattr(client, kind)(path, args)
+            in_harness = await getattr(t, kind)(path, args)
+            if path == "values:store_count":
+                continue  # document ids differ
+            assert shape(in_harness) == shape(over_http), path
+        # An int64 argument: ConvexInt64 for the client, Int64 in the harness.
+        sent = client.query("values:describe", {"value": ConvexInt64(5)})
+        assert shape(await t.query("values:describe", {"value": Int64(5)})) == shape(sent)
+        # ConvexError data comes back decoded as the WebSocket client decodes it
+        # (this HTTP client leaves it as raw JSON).
+        with pytest.raises(basalt.ConvexError) as harness_error:
+            await t.mutation("values:fail_with", {"data": {"n": 2, "i": Int64(7)}})
+        assert shape(harness_error.value.data) == {"n": ("float", 2.0), "i": ("int64", 7)}
+
+
+def test_an_int_beyond_2_to_the_53_fails_naming_its_path(admin_client: ConvexHttpClient) -> None:
+    with pytest.raises(ConvexExecutionError) as info:
+        admin_client.query("values:too_big")
+    message = str(info.value)
+    assert "Invalid value at .total: int 9007199254740993 is beyond ±2**53" in message
+    assert "Int64(9007199254740993)" in message
 
 
 def test_convex_error_data_reaches_the_client(client: ConvexHttpClient) -> None:
@@ -126,7 +205,8 @@ def test_server_sees_the_right_python_types(client: ConvexHttpClient) -> None:
     assert seen == {"type": "float", "value": 3.0}
     assert type(seen["value"]) is float
     seen = client.query("values:describe", {"value": ConvexInt64(3)})
-    assert seen == {"type": "int", "value": ConvexInt64(3)}
+    assert seen == {"type": "Int64", "value": ConvexInt64(3)}
+    assert type(seen["value"]) is ConvexInt64
     # The client sends a Python int as a float64.
     assert client.query("values:describe", {"value": 3}) == {"type": "float", "value": 3.0}
     assert client.query("values:describe", {"value": b"\x01"})["type"] == "bytes"
@@ -186,7 +266,7 @@ def test_internal_functions_need_the_admin_key(
     assert client.query("notes:list", {"tag": tag}) == []
 
     admin_client.mutation("notes:secret_add", {"tag": tag})
-    assert admin_client.query("notes:secret_count", {"tag": tag}) == ConvexInt64(1)
+    assert admin_client.query("notes:secret_count", {"tag": tag}) == 1.0
     # The admin key also calls public functions.
     assert admin_client.query("notes:bodies", {"tag": tag}) == ["secret"]
 

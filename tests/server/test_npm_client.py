@@ -176,11 +176,27 @@ def test_http_query_mutation_action(npm: Check) -> None:
     d = npm("http_client.mjs", "calls")
     assert isinstance(d["id"], str) and len(d["id"]) == 32
     assert d["bodies"] == ["hello"]
-    assert d["action"] == {"bodies": ["a", "b"], "count": bigint(2)}
+    assert d["action"] == {"bodies": ["a", "b"], "count": 2}
     assert d["echo_action"] == {"n": bigint(3)}
     assert d["shout"] == "HEY"
     # Server log lines reach the client's logger, prefixed with the function.
     assert any("values:shout" in line and "shouting hey" in line for line in d["logs"])
+
+
+# What values:counts returns after one store_count of 41 (see tests/js/lib.mjs useIntegers).
+INTEGERS = {
+    # len(rows) and len(rows) + 1 are plain ints: JavaScript numbers
+    "counts": {"count": 1, "next": 2, "explicit": bigint(1), "stored": [bigint(41)]},
+    "validated": {"count": bigint(1), "of": 1},
+    "plus_one": {"value": 2},
+    "json": {"value": '{"count":1,"next":2}'},
+}
+
+
+def test_http_plain_ints_are_numbers_and_int64s_bigints(npm: Check) -> None:
+    """A handler's len(rows) is a number (arithmetic and JSON.stringify work);
+    Int64, a v.int64() validator and an int stored in a document give a BigInt."""
+    assert npm("http_client.mjs", "integers") == INTEGERS
 
 
 def test_http_values_round_trip(npm: Check) -> None:
@@ -231,7 +247,7 @@ def test_http_consistent_query_after_a_patch(npm: Check) -> None:
 def test_http_admin_key(npm: Check) -> None:
     d = npm("http_client.mjs", "admin_auth")
     assert "Could not find public function" in d["denied"]["error"]["message"]
-    assert d["allowed"] == {"value": bigint(1)}
+    assert d["allowed"] == {"value": 1}
 
 
 # -- ConvexClient over the sync WebSocket ------------------------------------------
@@ -243,6 +259,13 @@ def test_ws_query(npm: Check) -> None:
     assert d["echo"] == {name: {"value": value} for name, value in ROUND_TRIP.items()}
     assert d["shout"] == "WS"
     assert any("values:shout" in line and "shouting ws" in line for line in d["logs"])
+    assert_one_quiet_socket(d["ws"])
+
+
+def test_ws_plain_ints_are_numbers_and_int64s_bigints(npm: Check) -> None:
+    d = npm("ws_client.mjs", "integers")
+    assert {k: d[k] for k in INTEGERS} == INTEGERS
+    assert d["subscribed"] == INTEGERS["counts"]
     assert_one_quiet_socket(d["ws"])
 
 
@@ -259,7 +282,7 @@ def test_ws_mutation(npm: Check) -> None:
 def test_ws_action(npm: Check) -> None:
     d = npm("ws_client.mjs", "action")
     assert d["echo"] == NESTED
-    assert d["relay"] == {"bodies": ["a", "b", "c"], "count": bigint(3)}
+    assert d["relay"] == {"bodies": ["a", "b", "c"], "count": 3}
     assert d["bodies"] == ["a", "b", "c"]
     assert_one_quiet_socket(d["ws"])
 

@@ -31,6 +31,7 @@ from convex import ConvexError, ConvexInt64
 from convex.http_client import ConvexHttpClient
 
 from .harness import ADMIN_KEY, BasaltProcess, port_outside_ephemeral_range
+from .test_client import assert_integers_as_clients_need_them
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds one client step may take before the test fails (a healthy step takes ms).
@@ -265,9 +266,24 @@ def test_query_mutation_action(ws: ClientProcess, client: ConvexHttpClient, tag:
     assert [d["_id"] for d in client.query("notes:list", {"tag": tag})] == [note_id]
     assert ws.query("notes:bodies", {"tag": tag}) == ["over ws"]
     result = ws.action("relay:add_all", {"tag": tag, "bodies": ["a", "b"]})
-    assert result == {"bodies": ["a", "b", "over ws"], "count": ConvexInt64(3)}
+    assert result == {"bodies": ["a", "b", "over ws"], "count": 3.0}
+    assert type(result["count"]) is float
     # A path with the ``.js`` suffix (the Rust client adds it on resubscribe) is the same function.
     assert ws.query("notes.js:bodies", {"tag": tag}) == ["a", "b", "over ws"]
+
+
+def test_plain_ints_arrive_as_numbers_and_int64s_as_int64(
+    ws: ClientProcess, client: ConvexHttpClient, tag: str
+) -> None:
+    """As over HTTP (see test_client.py): queries and a subscription's values."""
+    ws.mutation("values:store_count", {"tag": tag, "n": 41})
+    counts = ws.query("values:counts", {"tag": tag})
+    assert_integers_as_clients_need_them(counts, ws.query("values:count_int64", {"tag": tag}))
+    sub = ws.subscribe("values:counts", {"tag": tag})
+    assert_integers_as_clients_need_them(sub.next(), ws.query("values:count_int64", {"tag": tag}))
+    client.mutation("values:store_count", {"tag": tag, "n": 42})
+    pushed = sub.next_until(lambda value: value["count"] == 2.0)
+    assert type(pushed["count"]) is float and type(pushed["explicit"]) is ConvexInt64
 
 
 def test_query_log_lines_do_not_disturb_the_value(ws: ClientProcess) -> None:
@@ -351,7 +367,7 @@ def test_nan_and_negative_zero_round_trip(ws: ClientProcess, tag: str) -> None:
     # The server received real floats (not strings or ints).
     described = ws.query("values:describe", {"value": -0.0})
     assert described["type"] == "float" and math.copysign(1.0, described["value"]) == -1.0
-    assert ws.query("values:describe", {"value": ConvexInt64(3)})["type"] == "int"
+    assert ws.query("values:describe", {"value": ConvexInt64(3)})["type"] == "Int64"
 
 
 # -- subscriptions -----------------------------------------------------------------
@@ -434,10 +450,10 @@ def test_admin_auth_over_the_websocket_and_clear_auth(ws: ClientProcess, tag: st
     with pytest.raises(RemoteError, match="Could not find public function"):
         ws.query("notes:secret_count", {"tag": tag})
     ws.set_admin_auth(ADMIN_KEY)
-    assert ws.query("notes:secret_count", {"tag": tag}) == ConvexInt64(1)
+    assert ws.query("notes:secret_count", {"tag": tag}) == 1.0
     assert isinstance(ws.mutation("notes:secret_add", {"tag": tag}), str)
     sub = ws.subscribe("notes:secret_count", {"tag": tag})
-    assert sub.next() == ConvexInt64(2)
+    assert sub.next() == 2.0
     sub.unsubscribe()
     ws.clear_auth()
     with pytest.raises(RemoteError, match="Could not find public function"):
@@ -485,3 +501,68 @@ def test_subscription_survives_kill_9_and_restart(
     # Its own mutations work on the new connection too.
     ws.mutation("notes:add", {"tag": tag, "body": "mine", "pos": 3.0})
     assert sub.next_until(lambda v: len(v) == 3) == ["before", "after", "mine"]
+
+
+# -- basalt dev reloads ------------------------------------------------------------
+
+RELOADED_V1 = """
+from basalt import query, v
+
+
+@query(args={"tag": v.string()})
+async def count(ctx, tag):
+    docs = await ctx.db.query("blobs").with_index("by_tag", lambda q: q.eq("tag", tag)).collect()
+    return len(docs)
+
+
+@query(args={"tag": v.string()})
+async def doomed(ctx, tag):
+    return "here"
+"""
+
+# The edit: count changes, doomed goes away.
+RELOADED_V2 = """
+from basalt import query, v
+
+
+@query(args={"tag": v.string()})
+async def count(ctx, tag):
+    docs = await ctx.db.query("blobs").with_index("by_tag", lambda q: q.eq("tag", tag)).collect()
+    return 1000 + len(docs)
+"""
+
+
+def test_a_dev_reload_reruns_live_subscriptions_with_the_new_code(
+    basalt_process: Callable[..., BasaltProcess],
+    convex_client: Callable[[str], ClientProcess],
+    basic_app: Path,
+    tmp_path: Path,
+    tag: str,
+) -> None:
+    module = basic_app / "reloaded.py"
+    module.write_text(RELOADED_V1)
+    dev = basalt_process(basic_app, tmp_path / "data", command="dev").start()
+    writer = dev.client()
+    ws = convex_client(dev.url)
+    count = ws.subscribe("reloaded:count", {"tag": tag})
+    assert count.next() == 0.0
+    doomed = ws.subscribe("reloaded:doomed", {"tag": tag})
+    assert doomed.next() == "here"
+    for i in range(3):
+        writer.mutation("values:store", {"tag": tag, "value": float(i)})
+    assert count.next_until(lambda n: n == 3.0) == 3.0
+    ts = _latest_ts(dev.url)
+
+    # The edit (no commit follows).
+    mark = len(dev.output())
+    module.write_text(RELOADED_V2)
+    dev.wait_for_output("reloaded after changes to reloaded.py", start=mark)
+    assert count.next_until(lambda n: n != 3.0) == 1003.0
+    assert _latest_ts(dev.url) == ts
+    # A query that no longer exists fails, as a fresh subscription to it would.
+    with pytest.raises(RemoteError, match="reloaded:doomed"):
+        doomed.next_until(lambda value: value != "here")
+
+    # A later commit re-runs the new code.
+    writer.mutation("values:store", {"tag": tag, "value": 3.0})
+    assert count.next_until(lambda n: n != 1003.0) == 1004.0

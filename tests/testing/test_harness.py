@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from basalt import ConvexError
+from basalt import ConvexError, Int64
+from basalt.errors import ArgumentValidationError
 from basalt.runtime.scheduling import SchedulingError
 from basalt.storage.base import Persistence
 from basalt.testing import BasaltTest
@@ -143,3 +144,41 @@ def test_importing_basalt_testing_does_not_import_pytest() -> None:
         "assert 'pytest' not in sys.modules and '_pytest' not in sys.modules, 'pytest imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+INTEGERS_APP = """
+from basalt import Int64, mutation, query, v
+
+
+@query(args={})
+async def shapes(ctx):
+    return {"count": 3, "explicit": Int64(3), "nested": [{"n": 1}]}
+
+
+@query(args={"n": v.int64()})
+async def int64_arg(ctx, n):
+    return n
+
+
+@query(args={"x": v.any()})
+async def kind(ctx, x):
+    return type(x).__name__
+"""
+
+
+async def test_calls_go_through_the_wire_encoding(tmp_path: Path) -> None:
+    """Arguments and results as the official Python client sends and receives
+    them: a plain int is a number (float), an int64 an Int64."""
+    (tmp_path / "ints.py").write_text(INTEGERS_APP)
+    async with BasaltTest(tmp_path) as t:
+        shapes = await t.query("ints:shapes")
+        assert shapes == {"count": 3.0, "explicit": 3, "nested": [{"n": 1.0}]}
+        assert type(shapes["count"]) is float and type(shapes["nested"][0]["n"]) is float
+        assert type(shapes["explicit"]) is Int64
+        # An int argument arrives as a number, as the client sends it ...
+        assert await t.query("ints:kind", {"x": 3}) == "float"
+        with pytest.raises(ArgumentValidationError, match=r"expected v\.int64\(\)"):
+            await t.query("ints:int64_arg", {"n": 3})
+        # ... and an int64 is sent as Int64.
+        assert await t.query("ints:kind", {"x": Int64(3)}) == "Int64"
+        assert type(await t.query("ints:int64_arg", {"n": Int64(3)})) is Int64

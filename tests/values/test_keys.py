@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from basalt.errors import InvalidValue
 from basalt.values import (
     MISSING,
+    Int64,
     Missing,
     compare,
     decode_key,
@@ -25,7 +26,18 @@ from .test_model import convex_values, float_bits, float_from_bits, same
 
 # --------------------------------------------------------------------------- a reference order
 
-_RANK = {Missing: 0, type(None): 1, int: 2, float: 3, bool: 4, str: 5, bytes: 6, list: 7, dict: 8}
+_RANK = {
+    Missing: 0,
+    type(None): 1,
+    int: 2,
+    Int64: 2,
+    float: 3,
+    bool: 4,
+    str: 5,
+    bytes: 6,
+    list: 7,
+    dict: 8,
+}
 
 
 def total_order(x: float) -> int:
@@ -176,6 +188,16 @@ def test_cross_type_order() -> None:
     for i, a in enumerate(ladder):
         for j, b in enumerate(ladder):
             assert compare(a, b) == sign(i - j)
+
+
+def test_an_int_and_an_int64_are_the_same_key() -> None:
+    """Inside Basalt every int is an int64: Int64 only changes what clients receive."""
+    for n in (-(2**63), -1, 0, 5, 2**63 - 1):
+        assert encode_value(n) == encode_value(Int64(n))
+        assert compare(n, Int64(n)) == 0 and compare(Int64(n), n) == 0
+    assert compare(Int64(1), 2) == -1 and compare(2, Int64(1)) == 1
+    assert compare(Int64(1), 0.5) == -1  # int64 sorts below float64, as for an int
+    assert type(decode_key(encode_key([5]))[0]) is Int64
 
 
 def test_float_total_order() -> None:

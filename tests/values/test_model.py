@@ -22,6 +22,7 @@ from basalt.values import (
     MAX_FIELD_NAME_LENGTH,
     MAX_OBJECT_FIELDS,
     MAX_VALUE_DEPTH,
+    Int64,
     check_document_fields,
     check_value,
     deep_copy,
@@ -52,7 +53,9 @@ special_floats = st.sampled_from(
     + [float_from_bits(b) for b in NAN_BITS]
 )
 floats = st.floats() | special_floats | st.integers(0, 2**64 - 1).map(float_from_bits)
-int64s = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1])
+int64s = (st.integers(-(2**63), 2**63 - 1) | st.sampled_from([-(2**63), 2**63 - 1, 0, -1, 1])).map(
+    Int64
+)
 field_names = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=6
 ).filter(lambda s: not s.startswith("$"))

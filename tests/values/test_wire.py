@@ -11,6 +11,7 @@ from hypothesis import given, settings
 
 from basalt.errors import InvalidValue
 from basalt.values import (
+    Int64,
     check_value,
     dumps,
     dumps_stored,
@@ -36,8 +37,8 @@ def test_wire_round_trip(value: Any) -> None:
 @pytest.mark.parametrize(
     ("value", "wire"),
     [
-        (-5, {"$integer": "+/////////8="}),
-        (7, {"$integer": "BwAAAAAAAAA="}),
+        (Int64(-5), {"$integer": "+/////////8="}),
+        (Int64(7), {"$integer": "BwAAAAAAAAA="}),
         (-0.0, {"$float": "AAAAAAAAAIA="}),
         (math.nan, {"$float": "AAAAAAAA+H8="}),
         (math.inf, {"$float": "AAAAAAAA8H8="}),
@@ -48,7 +49,7 @@ def test_wire_round_trip(value: Any) -> None:
         (None, None),
         (True, True),
         ("s", "s"),
-        ({"n": [1, 1.0]}, {"n": [{"$integer": "AQAAAAAAAAA="}, 1.0]}),
+        ({"n": [Int64(1), 1.0]}, {"n": [{"$integer": "AQAAAAAAAAA="}, 1.0]}),
     ],
 )
 def test_exact_wire_forms(value: Any, wire: Any) -> None:
@@ -66,14 +67,69 @@ def test_floats_are_dumped_with_a_point_or_exponent() -> None:
 
 
 def test_int64_bounds() -> None:
-    assert from_convex_json(to_convex_json(2**63 - 1)) == 2**63 - 1
-    assert from_convex_json(to_convex_json(-(2**63))) == -(2**63)
+    assert from_convex_json(to_convex_json(Int64(2**63 - 1))) == 2**63 - 1
+    assert from_convex_json(to_convex_json(Int64(-(2**63)))) == -(2**63)
     with pytest.raises(
         InvalidValue,
         match=r"^Invalid value at \.a\[1\]: int 9223372036854775808 "
         "is out of the int64 range$",
     ):
         to_convex_json({"a": [0, 2**63]})
+
+
+# --------------------------------------------------------------------------- int and Int64
+
+
+def test_a_plain_int_crosses_as_a_float64_number() -> None:
+    """As the official Python client sends an int: a number written as a float
+    (its HTTP client refuses a bare JSON integer), which JavaScript reads as a
+    number, not a BigInt."""
+    assert to_convex_json(3) == 3.0
+    assert type(to_convex_json(3)) is float
+    assert dumps({"count": 3, "list": [0, -7]}) == '{"count":3.0,"list":[0.0,-7.0]}'
+    assert dumps(2**53) == "9007199254740992.0"
+    assert dumps(-(2**53)) == "-9007199254740992.0"
+    assert dumps(True) == "true"  # a bool is not an int here
+    received = loads(dumps({"n": 3}))
+    assert received == {"n": 3.0}
+    assert type(received["n"]) is float
+
+
+def test_an_int64_crosses_as_an_int64() -> None:
+    assert dumps(Int64(3)) == '{"$integer":"AwAAAAAAAAA="}'
+    received = loads(dumps({"n": Int64(3)}))
+    assert type(received["n"]) is Int64
+    assert received == {"n": 3}
+
+
+@pytest.mark.parametrize("n", [2**53 + 1, -(2**53) - 1, 2**62])
+def test_an_int_beyond_2_to_the_53_is_refused_with_its_path(n: int) -> None:
+    with pytest.raises(InvalidValue) as info:
+        to_convex_json({"rows": [{"total": n}]})
+    message = str(info.value)
+    assert message.startswith(f"Invalid value at .rows[0].total: int {n} is beyond ±2**53")
+    assert f"Int64({n})" in message and "v.int64()" in message
+    assert dumps(Int64(n)) == dumps(from_convex_json(to_convex_json(Int64(n))))
+
+
+def test_int64_type() -> None:
+    n = Int64(5)
+    assert n == 5 and hash(n) == hash(5) and isinstance(n, int)
+    assert repr(n) == "Int64(5)"
+    assert str(n) == "5" and f"{n}" == "5" and f"{n:03d}" == "005"
+    assert type(n + 1) is int  # arithmetic gives a plain int
+    assert Int64(3.0) == 3 and Int64("-12") == -12
+    with pytest.raises(InvalidValue, match=r"Int64\(3\.5\): an int64 must be a whole number"):
+        Int64(3.5)
+    with pytest.raises(InvalidValue, match="out of the int64 range"):
+        Int64(2**63)
+
+
+def test_stored_ints_read_back_as_int64() -> None:
+    stored = loads_stored(dumps_stored({"n": 5, "m": Int64(6), "f": 5.0, "b": b"x"}))
+    assert stored == {"n": 5, "m": 6, "f": 5.0, "b": b"x"}
+    assert type(stored["n"]) is Int64 and type(stored["m"]) is Int64
+    assert type(stored["f"]) is float
 
 
 def test_bare_json_integers_are_float64() -> None:
@@ -131,7 +187,7 @@ def test_from_convex_json_nesting_limit() -> None:
     for _ in range(64):
         inner = inner[0]
     assert inner == 1
-    assert type(inner) is int
+    assert type(inner) is Int64
 
 
 @pytest.mark.parametrize(
@@ -161,7 +217,8 @@ def test_to_convex_json_rejects_non_values() -> None:
 
 def test_clean_json() -> None:
     value = {
-        "i": -5,
+        "i": Int64(-5),
+        "n": 3,
         "f": 1.5,
         "z": -0.0,
         "nan": math.nan,
@@ -173,6 +230,7 @@ def test_clean_json() -> None:
     clean: Any = to_clean_json(value)
     assert clean == {
         "i": "-5",
+        "n": 3.0,
         "f": 1.5,
         "z": -0.0,
         "nan": "NaN",
