@@ -53,7 +53,9 @@ def test_scheduled_mutations_run_exactly_once_across_kill_9(
 
     # Kill it while the work items are being run and the slow action is running.
     harness.wait_until(
-        lambda: (s := summary())["slow"] == {"kind": "inProgress"} and 0 < len(s["done"]) < n,
+        lambda: (s := summary())["slow"] == {"kind": "inProgress"}
+        and "slow started" in s["marks"]
+        and 0 < len(s["done"]) < n,
         15,
         "some work done and the slow action running",
     )
