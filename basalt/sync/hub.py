@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json
 
 from .index import SubscriptionIndex
+from .remembered import RememberedMutations
 
 if TYPE_CHECKING:
     from .session import SyncSession
@@ -183,9 +183,7 @@ class SyncHub:
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         #: (session id, request id) → the response already sent (re-sent mutations)
-        self.mutation_results: OrderedDict[
-            tuple[str, int], asyncio.Future[tuple[dict[str, Any], int | None]]
-        ] = OrderedDict()
+        self.mutation_results = RememberedMutations()
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:

@@ -8,6 +8,7 @@ network: outgoing messages go to a ``send`` callback that only enqueues.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,7 @@ from basalt.values.wire import to_convex_json
 
 from . import messages as m
 from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key
-
-#: How many (session, request id) → response pairs the hub remembers, so a
-#: mutation a client re-sends after reconnecting is answered, not re-applied.
-REMEMBERED_MUTATIONS = 10_000
+from .remembered import Answer
 
 
 class TokenVerifier(Protocol):
@@ -249,31 +247,37 @@ class SyncSession:
 
     async def _mutation(
         self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
-    ) -> tuple[dict[str, Any], int | None]:
+    ) -> Answer:
+        if self.session_id is None:
+            # A client that never sent Connect cannot reconnect as the same
+            # session: nothing to remember (and no key that is its own alone).
+            return await self._apply_mutation(req, identity, admin)
         results = self.hub.mutation_results
-        key = (self.session_id or f"anonymous-{id(self)}", req.request_id)
+        key = (self.session_id, req.request_id)
         earlier = results.get(key)
         if earlier is not None:  # re-sent after a reconnect: answer, do not apply again
             return await asyncio.shield(earlier)
-        answer: asyncio.Future[tuple[dict[str, Any], int | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        results[key] = answer
-        while len(results) > REMEMBERED_MUTATIONS:
-            results.popitem(last=False)
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        results.add(key, answer)
         try:
-            outcome = await self.runtime.call(
-                req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
-            )
-            response = _response(m.mutation_response, req.request_id, outcome)
+            response, ts = await self._apply_mutation(req, identity, admin)
         except BaseException as exc:
             answer.set_exception(exc)
             answer.exception()  # retrieved: re-senders get it through the shield
-            results.pop(key, None)
+            results.discard(key, answer)
             raise
-        ts = outcome.ts if response["success"] else None
         answer.set_result((response, ts))
+        results.settle(key, answer, _json_size(response))
         return response, ts
+
+    async def _apply_mutation(
+        self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
+    ) -> Answer:
+        outcome = await self.runtime.call(
+            req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
+        )
+        response = _response(m.mutation_response, req.request_id, outcome)
+        return response, outcome.ts if response["success"] else None
 
     # -- outgoing ------------------------------------------------------------
     def flush(self, ts: int) -> None:
@@ -333,6 +337,10 @@ class SyncSession:
             self.hub.unsubscribe(self, query_id, query.entry)
         self.queries.clear()
         self.hub.sessions.discard(self)
+
+
+def _json_size(message: dict[str, Any]) -> int:
+    return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
 
 
 def _response(
