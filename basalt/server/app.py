@@ -26,7 +26,7 @@ from .asgi import (
 from .auth import Authenticator
 from .files_routes import FileRoutes
 from .http_api import HttpApi
-from .websocket import serve_sync
+from .websocket import SyncLimits, serve_sync
 
 log = logging.getLogger("basalt.server")
 
@@ -43,11 +43,19 @@ class BasaltApp:
 
     Starting and stopping the runtime is the job of whoever owns it (the CLI's
     server runner or a test); ASGI lifespan events start it if nobody did.
+    ``sync_limits`` bound what each sync connection may hold (by default from
+    the environment, see :meth:`SyncLimits.from_env`).
     """
 
-    def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        sync_limits: SyncLimits | None = None,
+    ) -> None:
         self.runtime = runtime
         self.auth = authenticator
+        self.sync_limits = sync_limits or SyncLimits.from_env()
         self.api = HttpApi(runtime)
         files = runtime.services.files
         self.files = FileRoutes(files) if isinstance(files, FileService) else None
@@ -74,7 +82,9 @@ class BasaltApp:
         elif kind == "websocket":
             path = scope["path"]
             if path == "/api/sync" or (path.startswith("/api/") and path.endswith("/sync")):
-                await serve_sync(scope, receive, send, self.sync_hub(), self.auth)
+                await serve_sync(
+                    scope, receive, send, self.sync_hub(), self.auth, limits=self.sync_limits
+                )
             else:
                 await send({"type": "websocket.close", "code": 1008})
         elif kind == "lifespan":

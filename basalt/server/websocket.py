@@ -5,8 +5,10 @@ writer task sends what the session queues, and a JSON ``Ping`` after 15 s with
 nothing sent (the npm client cannot see WebSocket-level pings). The queue is
 bounded in messages and bytes: a client that does not read is disconnected —
 its tasks are cancelled and its subscriptions dropped at once, without waiting
-for it — and reconnects to resubscribe. A malformed message gets a
-``FatalError`` and ends that connection only.
+for it — and reconnects to resubscribe. A malformed message, or one that would
+take the connection over its limits (queries, see
+:class:`~basalt.sync.SessionLimits`), gets a ``FatalError`` and ends that
+connection only.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from basalt.sync import ProtocolError, SyncHub, SyncSession
+from basalt.sync import ProtocolError, SessionLimits, SyncHub, SyncSession
 from basalt.sync import messages as m
 from basalt.sync.session import TokenVerifier
 
 from .asgi import Receive, Scope, Send
+from .config import ConfigError
 
 log = logging.getLogger("basalt.server")
 
@@ -35,6 +41,39 @@ MAX_QUEUED_MESSAGES = 2_000
 MAX_QUEUED_BYTES = 64 << 20
 #: Seconds one frame may take to leave before the client is considered gone.
 SEND_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class SyncLimits:
+    """The limits of a server's sync connections (defaults: the module constants).
+
+    ``basalt serve`` reads ``BASALT_SYNC_MAX_QUERIES`` (queries one connection
+    may subscribe to) from the environment (:meth:`from_env`).
+    """
+
+    session: SessionLimits = field(default_factory=SessionLimits)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncLimits:
+        env = os.environ if environ is None else environ
+        limits = cls()
+        queries = _positive_int(env, "BASALT_SYNC_MAX_QUERIES")
+        if queries is not None:
+            limits = replace(limits, session=replace(limits.session, max_queries=queries))
+        return limits
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {text!r}")
+    return value
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -82,15 +121,22 @@ class _Connection:
 
 
 async def serve_sync(
-    scope: Scope, receive: Receive, send: Send, hub: SyncHub, verifier: TokenVerifier
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    hub: SyncHub,
+    verifier: TokenVerifier,
+    *,
+    limits: SyncLimits | None = None,
 ) -> None:
     """Run one sync connection until either side closes it (or it overflows)."""
     first = await receive()
     if first["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
+    limits = limits or SyncLimits()
     conn = _Connection()
-    session = SyncSession(hub, verifier, conn.send, conn.close)
+    session = SyncSession(hub, verifier, conn.send, conn.close, limits.session)
     loop = asyncio.get_running_loop()
     reader = loop.create_task(_read(conn, session, receive))
     writer = loop.create_task(_write(conn, send))

@@ -49,6 +49,11 @@ def identity_key(identity: dict[str, Any] | None, admin: bool) -> str:
     return json.dumps(identity, sort_keys=True, default=repr)
 
 
+def query_args_key(args: dict[str, Any]) -> str:
+    """Query arguments as canonical JSON: equal arguments give equal keys."""
+    return json.dumps(to_convex_json(args), sort_keys=True, separators=(",", ":"))
+
+
 class QueryEntry:
     """One shared execution of a query."""
 
@@ -258,9 +263,12 @@ class SyncHub:
         args: dict[str, Any],
         identity: dict[str, Any] | None,
         admin: bool,
+        args_key: str | None = None,
     ) -> QueryEntry:
-        """Attach a session's query to a shared entry (made if needed)."""
-        args_key = json.dumps(to_convex_json(args), sort_keys=True, separators=(",", ":"))
+        """Attach a session's query to a shared entry (made if needed);
+        ``args_key`` is :func:`query_args_key` of ``args`` if the caller has it."""
+        if args_key is None:
+            args_key = query_args_key(args)
         ident = identity_key(identity, admin)
         try:
             function, args = self.runtime.prepare(path, args, kind="query", admin=admin)
