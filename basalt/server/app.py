@@ -26,6 +26,7 @@ from .asgi import (
 from .auth import Authenticator
 from .files_routes import FileRoutes
 from .http_api import HttpApi
+from .sync_queue import SendBudget
 from .websocket import SyncLimits, serve_sync
 
 log = logging.getLogger("basalt.server")
@@ -44,7 +45,8 @@ class BasaltApp:
     Starting and stopping the runtime is the job of whoever owns it (the CLI's
     server runner or a test); ASGI lifespan events start it if nobody did.
     ``sync_limits`` bound what each sync connection may hold (by default from
-    the environment, see :meth:`SyncLimits.from_env`).
+    the environment, see :meth:`SyncLimits.from_env`); all its connections
+    share one budget for the messages their clients have not read yet.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class BasaltApp:
         self.runtime = runtime
         self.auth = authenticator
         self.sync_limits = sync_limits or SyncLimits.from_env()
+        self.send_budget = SendBudget(self.sync_limits.total_queued_bytes)
         self.api = HttpApi(runtime)
         files = runtime.services.files
         self.files = FileRoutes(files) if isinstance(files, FileService) else None
@@ -83,7 +86,13 @@ class BasaltApp:
             path = scope["path"]
             if path == "/api/sync" or (path.startswith("/api/") and path.endswith("/sync")):
                 await serve_sync(
-                    scope, receive, send, self.sync_hub(), self.auth, limits=self.sync_limits
+                    scope,
+                    receive,
+                    send,
+                    self.sync_hub(),
+                    self.auth,
+                    limits=self.sync_limits,
+                    budget=self.send_budget,
                 )
             else:
                 await send({"type": "websocket.close", "code": 1008})
@@ -161,5 +170,16 @@ class BasaltApp:
             )
             if not caller.admin:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
-            return json_response({"conflictRetries": self.runtime.conflict_retries})
+            budget = self.send_budget
+            return json_response(
+                {
+                    "conflictRetries": self.runtime.conflict_retries,
+                    "sync": {
+                        "connections": len(budget.queues),
+                        "queuedBytes": budget.queued_bytes,
+                        "queuedBytesLimit": budget.limit,
+                        "slowClientsDisconnected": budget.disconnected,
+                    },
+                }
+            )
         return error_response(404, "NotFound", f"No route for {method} {path}")

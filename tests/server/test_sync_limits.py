@@ -1,24 +1,30 @@
 """Every resource a sync WebSocket client controls has a limit, against a real
-``basalt serve``: queries per connection and their bytes, requests in flight,
-and the answers remembered for re-sent mutations. Each test has a client that
-misbehaves on purpose while well-behaved clients keep being served."""
+``basalt serve``: unread messages (per connection and for the whole server),
+queries per connection and their bytes, requests in flight, and the answers
+remembered for re-sent mutations. Each test has a client that misbehaves on
+purpose while well-behaved clients keep being served."""
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from convex.http_client import ConvexHttpClient
 
+from basalt.server.sync_queue import MAX_TOTAL_QUEUED_BYTES
 from basalt.sync.limits import MAX_QUERIES, MAX_QUERY_SET_BYTES, MAX_REQUESTS_IN_FLIGHT
 from basalt.sync.remembered import REMEMBERED_MUTATION_BYTES
 
-from .harness import BasaltProcess
+from .harness import BasaltProcess, wait_until
 from .test_sync_protocol import (  # the raw clients of the protocol tests
+    STEP,
+    NonReader,
     SyncSocket,
     _check_fatal,
     _rss_mb,
@@ -36,6 +42,120 @@ def own_server(
 ) -> BasaltProcess:
     """A server of its own (its memory and connections are measured)."""
     return basalt_process(basic_app, tmp_path / "data").start()
+
+
+def _stats(server: BasaltProcess) -> dict[str, Any]:
+    response = httpx.get(
+        server.url + "/api/stats",
+        headers={"Authorization": f"Convex {server.admin_key}"},
+        timeout=STEP,
+    )
+    response.raise_for_status()
+    sync: dict[str, Any] = response.json()["sync"]
+    return sync
+
+
+# -- unread messages: the server's budget ---------------------------------------------
+
+#: Characters in the result every slow client is subscribed to, how many clients
+#: never read it, and how many times it changes: 40 x 120 x 0.5 MB = 2.4 GB if
+#: the server queued everything (64 MiB per client before this limit: 2.5 GB).
+PAD = 500_000
+NON_READERS = 40
+CHANGES = 120
+
+
+class _Reader(threading.Thread):
+    """A client that reads everything as it comes (in a thread of its own)."""
+
+    def __init__(self, sync: SyncSocket, until: float) -> None:
+        super().__init__(daemon=True)
+        self.sync, self.until = sync, until
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.sync.wait_result(0, lambda v: v["value"] == self.until, timeout=120)
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_slow_readers_are_dropped_within_the_servers_budget(
+    own_server: BasaltProcess, open_sync: Callable[..., SyncSocket], tag: str
+) -> None:
+    server = own_server
+    http = server.client()
+    counter = http.mutation("live:create", {"tag": tag})
+    writer = open_sync(server.url)
+    writer.add(0, "live:padded", {"id": counter, "size": 1.0})
+    writer.wait_result(0, lambda v: v["value"] == 0.0)
+    baseline = _rss_mb(server.pid)
+    # A client that reads the large result as fast as it comes: it must be served.
+    fast = open_sync(server.url)
+    fast.add(0, "live:padded", {"id": counter, "size": float(PAD)})
+    fast.wait_result(0, lambda v: v["value"] == 0.0)
+    reader = _Reader(fast, float(CHANGES))
+    reader.start()
+    slow = [
+        NonReader(
+            server.url,
+            [
+                {
+                    "type": "Add",
+                    "queryId": 0,
+                    "udfPath": "live:padded",
+                    "args": [{"id": counter, "size": float(PAD)}],
+                }
+            ],
+        )
+        for _ in range(NON_READERS)
+    ]
+    try:
+        wait_until(
+            lambda: _stats(server)["connections"] == NON_READERS + 2, STEP, "every connection"
+        )
+        peak = baseline
+        for n in range(1, CHANGES + 1):
+            # The well-behaved client's mutations are answered, and its
+            # subscription follows them.
+            response, _ = writer.mutate("live:bump", {"id": counter})
+            assert response["success"] is True and response["result"] == float(n), response
+            peak = max(peak, _rss_mb(server.pid))
+        writer.wait_result(0, lambda v: v["value"] == float(CHANGES))
+        reader.join(timeout=120)
+        assert reader.error is None, reader.error
+        stats = _stats(server)
+        # Every slow client was dropped; the fast one was not.
+        assert stats["slowClientsDisconnected"] == NON_READERS, stats
+        wait_until(lambda: _stats(server)["connections"] == 2, STEP, "the slow clients to go")
+        budget_mb = MAX_TOTAL_QUEUED_BYTES / MIB
+        assert stats["queuedBytesLimit"] == MAX_TOTAL_QUEUED_BYTES
+        assert peak - baseline < budget_mb + 200, (
+            f"RSS grew from {baseline:.0f} MiB to {peak:.0f} MiB "
+            f"(the budget for unread messages is {budget_mb:.0f} MiB)"
+        )
+    finally:
+        for client in slow:
+            client.close()
+    # Still serving: a new subscriber gets the current value.
+    late = open_sync(server.url)
+    late.add(0, "live:padded", {"id": counter, "size": 2.0})
+    late.wait_result(0, lambda v: v["value"] == float(CHANGES))
+
+
+def test_the_queue_budget_is_configurable(
+    basalt_process: Callable[..., BasaltProcess], basic_app: Path, tmp_path: Path
+) -> None:
+    server = basalt_process(
+        basic_app, tmp_path / "data", env={"BASALT_SYNC_QUEUE_MB": "48"}
+    ).start()
+    assert _stats(server)["queuedBytesLimit"] == 48 * MIB
+    bad = basalt_process(
+        basic_app, tmp_path / "other", env={"BASALT_SYNC_QUEUE_MB": "lots"}
+    ).launch()
+    assert bad.proc is not None
+    assert bad.proc.wait(timeout=60) != 0
+    assert "BASALT_SYNC_QUEUE_MB must be a positive integer, got 'lots'" in bad.output()
 
 
 # -- the query set --------------------------------------------------------------------
