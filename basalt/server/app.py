@@ -26,7 +26,8 @@ from .asgi import (
 from .auth import Authenticator
 from .files_routes import FileRoutes
 from .http_api import HttpApi
-from .websocket import serve_sync
+from .sync_queue import SendBudget
+from .websocket import SyncLimits, serve_sync
 
 log = logging.getLogger("basalt.server")
 
@@ -43,11 +44,21 @@ class BasaltApp:
 
     Starting and stopping the runtime is the job of whoever owns it (the CLI's
     server runner or a test); ASGI lifespan events start it if nobody did.
+    ``sync_limits`` bound what each sync connection may hold (by default from
+    the environment, see :meth:`SyncLimits.from_env`); all its connections
+    share one budget for the messages their clients have not read yet.
     """
 
-    def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        sync_limits: SyncLimits | None = None,
+    ) -> None:
         self.runtime = runtime
         self.auth = authenticator
+        self.sync_limits = sync_limits or SyncLimits.from_env()
+        self.send_budget = SendBudget(self.sync_limits.total_queued_bytes)
         self.api = HttpApi(runtime)
         files = runtime.services.files
         self.files = FileRoutes(files) if isinstance(files, FileService) else None
@@ -81,7 +92,15 @@ class BasaltApp:
         elif kind == "websocket":
             path = scope["path"]
             if path == "/api/sync" or (path.startswith("/api/") and path.endswith("/sync")):
-                await serve_sync(scope, receive, send, self.sync_hub(), self.auth)
+                await serve_sync(
+                    scope,
+                    receive,
+                    send,
+                    self.sync_hub(),
+                    self.auth,
+                    limits=self.sync_limits,
+                    budget=self.send_budget,
+                )
             else:
                 await send({"type": "websocket.close", "code": 1008})
         elif kind == "lifespan":
@@ -158,5 +177,16 @@ class BasaltApp:
             )
             if not caller.admin:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
-            return json_response({"conflictRetries": self.runtime.conflict_retries})
+            budget = self.send_budget
+            return json_response(
+                {
+                    "conflictRetries": self.runtime.conflict_retries,
+                    "sync": {
+                        "connections": len(budget.queues),
+                        "queuedBytes": budget.queued_bytes,
+                        "queuedBytesLimit": budget.limit,
+                        "slowClientsDisconnected": budget.disconnected,
+                    },
+                }
+            )
         return error_response(404, "NotFound", f"No route for {method} {path}")

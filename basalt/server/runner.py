@@ -28,7 +28,7 @@ from .auth import Authenticator, build_authenticator
 from .config import ConfigError, ServerConfig
 from .data_lock import DataFolderBusy
 from .site import SiteApp
-from .websocket import MAX_FRAME_BYTES
+from .websocket import MAX_FRAME_BYTES, SyncLimits
 
 log = logging.getLogger("basalt.server")
 
@@ -179,6 +179,7 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
             raise
         _say(f"✖ {exc.message}\n  (fix the file; Basalt starts serving when it loads)")
         app, loaded = await _wait_for_loadable(config.app_dir, loaded)
+    sync_limits = SyncLimits.from_env()
     admin_key = config.ensure_admin_key()
     authenticator = build_authenticator(admin_key, config.app_dir)
     sock = _listen(config.host, config.port)
@@ -210,7 +211,7 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
         sock.close()
         site_sock.close()
         raise
-    asgi = BasaltApp(runtime, authenticator)
+    asgi = BasaltApp(runtime, authenticator, sync_limits)
     # What start-up allocated lives as long as the server: keep it out of the
     # garbage collector's full passes, which otherwise stall every client at once.
     gc.collect()

@@ -2,26 +2,43 @@
 
 One reader task feeds frames to a :class:`~basalt.sync.SyncSession`; one
 writer task sends what the session queues, and a JSON ``Ping`` after 15 s with
-nothing sent (the npm client cannot see WebSocket-level pings). The queue is
-bounded in messages and bytes: a client that does not read is disconnected —
-its tasks are cancelled and its subscriptions dropped at once, without waiting
-for it — and reconnects to resubscribe. A malformed message gets a
-``FatalError`` and ends that connection only.
+nothing sent (the npm client cannot see WebSocket-level pings). A malformed
+message, or one that would take the connection over its limits (queries,
+see :class:`~basalt.sync.SessionLimits`), gets a ``FatalError`` and ends that
+connection only.
+
+What waits to be sent is bounded per connection and per server (see
+:mod:`.sync_queue`): a client that does not read is disconnected — its tasks
+are cancelled, its socket dropped and its subscriptions removed at once,
+without waiting for it — and reconnects to resubscribe. So is a client that
+takes more than :data:`SEND_TIMEOUT` seconds to accept one frame (a frame the
+socket holds for a client that never reads is not counted in the queues: this
+bounds how long it is held).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from basalt.sync import ProtocolError, SyncHub, SyncSession
+from basalt.sync import ProtocolError, SessionLimits, SyncHub, SyncSession
 from basalt.sync import messages as m
 from basalt.sync.session import TokenVerifier
 
 from .asgi import Receive, Scope, Send
+from .config import ConfigError
+from .sync_queue import (
+    MAX_QUEUED_BYTES,
+    MAX_TOTAL_QUEUED_BYTES,
+    SendBudget,
+    SendQueue,
+    message_text,
+)
 
 log = logging.getLogger("basalt.server")
 
@@ -29,16 +46,52 @@ log = logging.getLogger("basalt.server")
 PING_INTERVAL = 15.0
 #: Largest client frame accepted, in bytes (function arguments are limited to 16 MiB).
 MAX_FRAME_BYTES = (16 << 20) + 64 * 1024
-#: Most messages queued for one client before it is disconnected as too slow.
-MAX_QUEUED_MESSAGES = 2_000
-#: Most bytes queued for one client before it is disconnected as too slow.
-MAX_QUEUED_BYTES = 64 << 20
 #: Seconds one frame may take to leave before the client is considered gone.
 SEND_TIMEOUT = 60.0
 
 
-def _dumps(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+@dataclass(frozen=True)
+class SyncLimits:
+    """The limits of a server's sync connections (defaults: the module constants).
+
+    ``basalt serve`` reads two of them from the environment
+    (:meth:`from_env`): ``BASALT_SYNC_MAX_QUERIES`` (queries one connection may
+    subscribe to) and ``BASALT_SYNC_QUEUE_MB`` (MiB of unread messages all
+    connections together may hold).
+    """
+
+    session: SessionLimits = field(default_factory=SessionLimits)
+    #: bytes queued for one connection (see :mod:`.sync_queue`)
+    queued_bytes: int = MAX_QUEUED_BYTES
+    #: bytes queued for all the connections of the server
+    total_queued_bytes: int = MAX_TOTAL_QUEUED_BYTES
+    #: seconds one frame may take to leave before the client is dropped
+    send_timeout: float = SEND_TIMEOUT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncLimits:
+        env = os.environ if environ is None else environ
+        limits = cls()
+        queries = _positive_int(env, "BASALT_SYNC_MAX_QUERIES")
+        if queries is not None:
+            limits = replace(limits, session=replace(limits.session, max_queries=queries))
+        queue_mb = _positive_int(env, "BASALT_SYNC_QUEUE_MB")
+        if queue_mb is not None:
+            limits = replace(limits, total_queued_bytes=queue_mb << 20)
+        return limits
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {text!r}")
+    return value
 
 
 def oversize(frame: str | bytes) -> int | None:
@@ -50,70 +103,65 @@ def oversize(frame: str | bytes) -> int | None:
     return size if size > MAX_FRAME_BYTES else None
 
 
-class _Connection:
-    """The bounded queue between a session and the socket."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.queued_bytes = 0
-        self.closing = False
-        self.overflowed = asyncio.Event()
-
-    def send(self, message: dict[str, Any]) -> None:
-        if self.closing:
-            return
-        text = _dumps(message)
-        if (
-            self.queue.qsize() >= MAX_QUEUED_MESSAGES
-            or self.queued_bytes + len(text) > MAX_QUEUED_BYTES
-        ):
-            # The client is not reading: stop now (the server must not hold the
-            # connection, its session and its queue until the client wakes up).
-            self.closing = True
-            self.overflowed.set()
-            return
-        self.queued_bytes += len(text)
-        self.queue.put_nowait(text)
-
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.queue.put_nowait(None)
-
-
 async def serve_sync(
-    scope: Scope, receive: Receive, send: Send, hub: SyncHub, verifier: TokenVerifier
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    hub: SyncHub,
+    verifier: TokenVerifier,
+    *,
+    limits: SyncLimits | None = None,
+    budget: SendBudget | None = None,
 ) -> None:
-    """Run one sync connection until either side closes it (or it overflows)."""
+    """Run one sync connection until either side closes it (or it overflows).
+
+    ``budget`` is the server's, shared by all its connections (None: this
+    connection is bounded by ``limits`` alone).
+    """
     first = await receive()
     if first["type"] != "websocket.connect":
         return
     await send({"type": "websocket.accept"})
-    conn = _Connection()
-    session = SyncSession(hub, verifier, conn.send, conn.close)
+    limits = limits or SyncLimits()
+    conn = SendQueue(budget, limits.queued_bytes)
+    session = SyncSession(hub, verifier, conn.send, conn.close, limits.session)
     loop = asyncio.get_running_loop()
     reader = loop.create_task(_read(conn, session, receive))
-    writer = loop.create_task(_write(conn, send))
+    writer = loop.create_task(_write(conn, send, limits.send_timeout))
     overflow = loop.create_task(conn.overflowed.wait())
     try:
         await asyncio.wait({reader, writer, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        if not conn.overflowed.is_set() and reader.done():
+            conn.close()  # the client left or broke the protocol: flush and close
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writer), timeout=limits.send_timeout)
         if conn.overflowed.is_set():
-            log.info("disconnecting a sync client that does not read its messages")
+            log.info(
+                "disconnecting a sync client that does not read its messages: %s",
+                conn.overflow_reason,
+            )
+        if conn.overflowed.is_set() or not _flushed(writer):
+            # Not flushed (the client stopped reading): drop the socket, and
+            # with it what the server still holds for the client.
             for task in (reader, writer):
                 task.cancel()
             _abort(send)
-        elif reader.done():
-            conn.close()  # the client left or broke the protocol: flush and close
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writer), timeout=SEND_TIMEOUT)
     finally:
         session.close()
+        conn.detach()
         tasks: list[asyncio.Task[Any]] = [reader, writer, overflow]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _flushed(writer: asyncio.Task[bool]) -> bool:
+    """Whether the writer sent everything and the close frame."""
+    if not writer.done() or writer.cancelled() or writer.exception() is not None:
+        return False
+    return writer.result()
 
 
 def _abort(send: Send) -> None:
@@ -130,7 +178,7 @@ def _abort(send: Send) -> None:
         abort()
 
 
-async def _read(conn: _Connection, session: SyncSession, receive: Receive) -> None:
+async def _read(conn: SendQueue, session: SyncSession, receive: Receive) -> None:
     while not conn.closing:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -157,7 +205,9 @@ async def _read(conn: _Connection, session: SyncSession, receive: Receive) -> No
             return
 
 
-async def _write(conn: _Connection, send: Send) -> None:
+async def _write(conn: SendQueue, send: Send, send_timeout: float) -> bool:
+    """Send what the session queues until it closes; False: the client went
+    away or stopped reading (took more than ``send_timeout`` s for a frame)."""
     queue = conn.queue
     try:
         while True:
@@ -166,21 +216,23 @@ async def _write(conn: _Connection, send: Send) -> None:
                     async with asyncio.timeout(PING_INTERVAL):
                         text = await queue.get()
                 except TimeoutError:
-                    text = _dumps(m.PING)
+                    text = message_text(m.PING)
                 else:
                     if text is not None:
-                        conn.queued_bytes -= len(text)
+                        conn.taken(text)
             else:
                 text = queue.get_nowait()
                 if text is not None:
-                    conn.queued_bytes -= len(text)
+                    conn.taken(text)
             if text is None:
                 break
-            async with asyncio.timeout(SEND_TIMEOUT):
+            async with asyncio.timeout(send_timeout):
                 await send({"type": "websocket.send", "text": text})
-        async with asyncio.timeout(SEND_TIMEOUT):
+        async with asyncio.timeout(send_timeout):
             await send({"type": "websocket.close", "code": 1000})
     except (OSError, RuntimeError, TimeoutError) as exc:
         # The client went away (or stopped reading) while we were writing to it.
         log.debug("sync connection closed while sending: %r", exc)
         conn.closing = True
+        return False
+    return True

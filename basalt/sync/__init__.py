@@ -8,7 +8,15 @@ queues.
 
 from .hub import QueryEntry, SyncHub
 from .index import SubscriptionIndex
+from .limits import SessionLimits
 from .messages import ProtocolError
 from .session import SyncSession
 
-__all__ = ["ProtocolError", "QueryEntry", "SubscriptionIndex", "SyncHub", "SyncSession"]
+__all__ = [
+    "ProtocolError",
+    "QueryEntry",
+    "SessionLimits",
+    "SubscriptionIndex",
+    "SyncHub",
+    "SyncSession",
+]

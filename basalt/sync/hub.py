@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json
 
 from .index import SubscriptionIndex
+from .remembered import RememberedMutations
 
 if TYPE_CHECKING:
     from .session import SyncSession
@@ -47,6 +47,11 @@ def identity_key(identity: dict[str, Any] | None, admin: bool) -> str:
     if isinstance(token, str):
         return token
     return json.dumps(identity, sort_keys=True, default=repr)
+
+
+def query_args_key(args: dict[str, Any]) -> str:
+    """Query arguments as canonical JSON: equal arguments give equal keys."""
+    return json.dumps(to_convex_json(args), sort_keys=True, separators=(",", ":"))
 
 
 class QueryEntry:
@@ -183,9 +188,7 @@ class SyncHub:
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         #: (session id, request id) → the response already sent (re-sent mutations)
-        self.mutation_results: OrderedDict[
-            tuple[str, int], asyncio.Future[tuple[dict[str, Any], int | None]]
-        ] = OrderedDict()
+        self.mutation_results = RememberedMutations()
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -274,9 +277,12 @@ class SyncHub:
         args: dict[str, Any],
         identity: dict[str, Any] | None,
         admin: bool,
+        args_key: str | None = None,
     ) -> QueryEntry:
-        """Attach a session's query to a shared entry (made if needed)."""
-        args_key = json.dumps(to_convex_json(args), sort_keys=True, separators=(",", ":"))
+        """Attach a session's query to a shared entry (made if needed);
+        ``args_key`` is :func:`query_args_key` of ``args`` if the caller has it."""
+        if args_key is None:
+            args_key = query_args_key(args)
         ident = identity_key(identity, admin)
         try:
             function, args = self.runtime.prepare(path, args, kind="query", admin=admin)

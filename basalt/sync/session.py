@@ -2,15 +2,19 @@
 
 The session keeps the versions the protocol chains (query set, identity,
 timestamp), the client's queries, and what it has sent. It never blocks on the
-network: outgoing messages go to a ``send`` callback that only enqueues.
+network: outgoing messages go to a ``send`` callback that only enqueues. What
+a connection may hold (queries, requests in flight) is bounded by its
+:class:`~basalt.sync.limits.SessionLimits`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from basalt.errors import BasaltError, Unauthenticated
@@ -18,11 +22,9 @@ from basalt.runtime.outcome import Outcome, error_message
 from basalt.values.wire import to_convex_json
 
 from . import messages as m
-from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key
-
-#: How many (session, request id) → response pairs the hub remembers, so a
-#: mutation a client re-sends after reconnecting is answered, not re-applied.
-REMEMBERED_MUTATIONS = 10_000
+from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key, query_args_key
+from .limits import SessionLimits
+from .remembered import Answer
 
 
 class TokenVerifier(Protocol):
@@ -39,6 +41,8 @@ class _Query:
     args: dict[str, Any]
     journal: str | None
     entry: QueryEntry
+    #: what the query counts against the connection's query-set bytes
+    size: int
     sent_version: int = -1
     #: the result hash of what the client has (None: nothing yet)
     sent_hash: bytes | None = None
@@ -53,8 +57,10 @@ class SyncSession:
         verifier: TokenVerifier,
         send: Callable[[dict[str, Any]], None],
         close: Callable[[], None],
+        limits: SessionLimits | None = None,
     ) -> None:
         self.hub = hub
+        self.limits = limits or SessionLimits()
         self.runtime = hub.runtime
         self.verifier = verifier
         self._send = send
@@ -66,7 +72,10 @@ class SyncSession:
         self.admin = False
         self.identity_key = ""
         self.queries: dict[int, _Query] = {}
-        self._removed: list[int] = []
+        #: bytes of the queries' arguments, journals and paths (see SessionLimits)
+        self.query_set_bytes = 0
+        #: removed query ids the client has not been told about (an ordered set)
+        self._removed: dict[int, None] = {}
         self._sent: tuple[int, int, int] = (0, 0, 0)
         #: the client waits for a Transition (after a query set or auth change, or
         #: after the response to one of its mutations or actions)
@@ -76,6 +85,9 @@ class SyncSession:
         self._closed = False
         self._mutation_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: bytes of the messages of the requests in ``_tasks``
+        self._request_bytes = 0
+        self._request_done = asyncio.Event()
         hub.sessions.add(self)
 
     # -- incoming ------------------------------------------------------------
@@ -88,13 +100,17 @@ class SyncSession:
         elif isinstance(msg, m.ModifyQuerySet):
             self._modify(msg)
         elif isinstance(msg, m.FunctionRequest):
+            size = len(text)
+            if self._tasks and not self._admits(size):
+                await self._admission(size)
             # It runs as the caller the client was when it sent it, whatever
             # Authenticate follows while it waits for earlier mutations.
             task = asyncio.get_running_loop().create_task(
                 self._run_function(msg, self.identity, self.admin)
             )
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._request_bytes += size
+            task.add_done_callback(partial(self._request_finished, size))
         elif isinstance(msg, m.Authenticate):
             await self._authenticate(msg)
         # Event messages carry client telemetry: nothing to do.
@@ -108,6 +124,25 @@ class SyncSession:
                 f"server's latest timestamp ({latest}): was the data folder replaced?"
             )
 
+    def _admits(self, size: int) -> bool:
+        limits = self.limits
+        return (
+            len(self._tasks) < limits.max_requests
+            and self._request_bytes + size <= limits.max_request_bytes
+        )
+
+    async def _admission(self, size: int) -> None:
+        """Wait until a request of ``size`` bytes fits in the connection's limits
+        (or none is in flight): the client's next messages wait meanwhile."""
+        while self._tasks and not self._admits(size):
+            self._request_done.clear()
+            await self._request_done.wait()
+
+    def _request_finished(self, size: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._request_bytes -= size
+        self._request_done.set()
+
     def _modify(self, msg: m.ModifyQuerySet) -> None:
         if msg.base_version != self.query_set_version:
             raise m.ProtocolError(
@@ -120,7 +155,11 @@ class SyncSession:
                 f"baseVersion ({msg.base_version})"
             )
         # Check the whole message before applying any of it.
+        limits = self.limits
         present = set(self.queries)
+        total = self.query_set_bytes
+        new_sizes: dict[int, int] = {}  # the sizes of the queries this message adds
+        added: list[tuple[str, int]] = []  # each Add's arguments key and size
         for i, mod in enumerate(msg.modifications):
             if isinstance(mod, m.AddQuery):
                 if mod.query_id in present:
@@ -129,6 +168,24 @@ class SyncSession:
                         "in the query set"
                     )
                 present.add(mod.query_id)
+                if len(present) > limits.max_queries:
+                    raise m.ProtocolError(
+                        f"ModifyQuerySet.modifications[{i}]: adding query {mod.query_id} would "
+                        f"make the query set hold {len(present)} queries, over the limit of "
+                        f"{limits.max_queries} queries per connection"
+                    )
+                key = query_args_key(mod.args)
+                size = len(key) + len(mod.udf_path) + len(mod.journal or "")
+                added.append((key, size))
+                new_sizes[mod.query_id] = size
+                total += size
+                if total > limits.max_query_set_bytes:
+                    raise m.ProtocolError(
+                        f"ModifyQuerySet.modifications[{i}]: adding query {mod.query_id} "
+                        f"({size} bytes of arguments, journal and path) would make the query "
+                        f"set {total} bytes, over the limit of {limits.max_query_set_bytes} "
+                        "bytes per connection"
+                    )
             else:
                 if mod.query_id not in present:
                     raise m.ProtocolError(
@@ -136,18 +193,27 @@ class SyncSession:
                         "the query set"
                     )
                 present.discard(mod.query_id)
+                if mod.query_id in new_sizes:
+                    total -= new_sizes.pop(mod.query_id)
+                else:
+                    total -= self.queries[mod.query_id].size
+        adds = iter(added)
         for mod in msg.modifications:
             if isinstance(mod, m.AddQuery):
+                key, size = next(adds)
                 entry = self.hub.subscribe(
-                    self, mod.query_id, mod.udf_path, mod.args, self.identity, self.admin
+                    self, mod.query_id, mod.udf_path, mod.args, self.identity, self.admin, key
                 )
-                self.queries[mod.query_id] = _Query(mod.udf_path, mod.args, mod.journal, entry)
-                if mod.query_id in self._removed:
-                    self._removed.remove(mod.query_id)
+                self.queries[mod.query_id] = _Query(
+                    mod.udf_path, mod.args, mod.journal, entry, size
+                )
+                self.query_set_bytes += size
+                self._removed.pop(mod.query_id, None)
             else:
                 query = self.queries.pop(mod.query_id)
+                self.query_set_bytes -= query.size
                 self.hub.unsubscribe(self, mod.query_id, query.entry)
-                self._removed.append(mod.query_id)
+                self._removed[mod.query_id] = None
         self.query_set_version = msg.new_version
         self._needs_transition = True
         self.hub.request_flush(self)
@@ -251,31 +317,37 @@ class SyncSession:
 
     async def _mutation(
         self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
-    ) -> tuple[dict[str, Any], int | None]:
+    ) -> Answer:
+        if self.session_id is None:
+            # A client that never sent Connect cannot reconnect as the same
+            # session: nothing to remember (and no key that is its own alone).
+            return await self._apply_mutation(req, identity, admin)
         results = self.hub.mutation_results
-        key = (self.session_id or f"anonymous-{id(self)}", req.request_id)
+        key = (self.session_id, req.request_id)
         earlier = results.get(key)
         if earlier is not None:  # re-sent after a reconnect: answer, do not apply again
             return await asyncio.shield(earlier)
-        answer: asyncio.Future[tuple[dict[str, Any], int | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        results[key] = answer
-        while len(results) > REMEMBERED_MUTATIONS:
-            results.popitem(last=False)
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        results.add(key, answer)
         try:
-            outcome = await self.runtime.call(
-                req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
-            )
-            response = _response(m.mutation_response, req.request_id, outcome)
+            response, ts = await self._apply_mutation(req, identity, admin)
         except BaseException as exc:
             answer.set_exception(exc)
             answer.exception()  # retrieved: re-senders get it through the shield
-            results.pop(key, None)
+            results.discard(key, answer)
             raise
-        ts = outcome.ts if response["success"] else None
         answer.set_result((response, ts))
+        results.settle(key, answer, _json_size(response))
         return response, ts
+
+    async def _apply_mutation(
+        self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
+    ) -> Answer:
+        outcome = await self.runtime.call(
+            req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
+        )
+        response = _response(m.mutation_response, req.request_id, outcome)
+        return response, outcome.ts if response["success"] else None
 
     # -- outgoing ------------------------------------------------------------
     def flush(self, ts: int) -> None:
@@ -337,7 +409,12 @@ class SyncSession:
         for query_id, query in self.queries.items():
             self.hub.unsubscribe(self, query_id, query.entry)
         self.queries.clear()
+        self.query_set_bytes = 0
         self.hub.sessions.discard(self)
+
+
+def _json_size(message: dict[str, Any]) -> int:
+    return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
 
 
 def _response(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -237,6 +238,30 @@ async def broken_action(ctx: Any) -> Any:
     raise ValueError("the action broke")
 
 
+#: Per key: how many ``items:held`` actions run now, and the most at once.
+HELD: dict[str, list[int]] = {}
+#: Keys whose ``items:held`` actions may return.
+RELEASED: set[str] = set()
+_held_lock = threading.Lock()
+
+
+@action
+async def held(ctx: Any, key: str, pad: str = "") -> Any:
+    """Runs until a test adds ``key`` to ``RELEASED`` (``pad`` only makes the
+    request larger)."""
+    with _held_lock:
+        counts = HELD.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] = max(counts[1], counts[0])
+    try:
+        while key not in RELEASED:
+            await asyncio.sleep(0.002)
+    finally:
+        with _held_lock:
+            counts[0] -= 1
+    return None
+
+
 @query
 async def default(ctx: Any) -> Any:
     return "the default export"
@@ -274,6 +299,7 @@ ITEMS = {
         "shout",
         "refuse_action",
         "broken_action",
+        "held",
     }
 }
 

@@ -22,7 +22,7 @@ from basalt.runtime import App, Runtime
 from basalt.schema import SchemaDefinition
 from basalt.storage.base import Persistence
 from basalt.storage.sqlite import SqliteEngine
-from basalt.sync import SyncHub, SyncSession
+from basalt.sync import SessionLimits, SyncHub, SyncSession
 from basalt.testing.engines import drop_test_databases, engine_for_tests, selected_backend
 from basalt.values.wire import to_convex_json
 
@@ -68,11 +68,13 @@ def _check_log_lines(msg: dict[str, Any]) -> None:
 class Client:
     """One connection, driven like an official client would drive it."""
 
-    def __init__(self, hub: SyncHub, name: str = "client") -> None:
+    def __init__(
+        self, hub: SyncHub, name: str = "client", limits: SessionLimits | None = None
+    ) -> None:
         self.hub = hub
         self.name = name
         self.session_id = str(uuid.uuid4())
-        self.session = SyncSession(hub, FakeVerifier(), self._receive, self._close)
+        self.session = SyncSession(hub, FakeVerifier(), self._receive, self._close, limits)
         #: everything the server sent, in order (the JSON text round-tripped)
         self.received: list[dict[str, Any]] = []
         self.close_requested = False
@@ -250,13 +252,15 @@ class Env:
         self.hub = hub
         self.clients: list[Client] = []
 
-    def client(self, name: str | None = None) -> Client:
-        c = Client(self.hub, name or f"client{len(self.clients)}")
+    def client(self, name: str | None = None, limits: SessionLimits | None = None) -> Client:
+        c = Client(self.hub, name or f"client{len(self.clients)}", limits)
         self.clients.append(c)
         return c
 
-    async def connected(self, name: str | None = None) -> Client:
-        c = self.client(name)
+    async def connected(
+        self, name: str | None = None, limits: SessionLimits | None = None
+    ) -> Client:
+        c = self.client(name, limits)
         await c.connect()
         return c
 

@@ -1,0 +1,34 @@
+"""Functions for the tests of what one sync connection may hold: an action that
+counts how many of its calls run at once, and a mutation with a large result."""
+
+import asyncio
+import threading
+
+from basalt import action, mutation, v
+
+_lock = threading.Lock()
+#: per key: how many ``hold`` calls run now, and the most that ran at once
+_running: dict[str, list[int]] = {}
+
+
+@action(args={"key": v.string(), "seconds": v.float64()})
+async def hold(ctx, key, seconds):
+    """Runs ``seconds`` s; returns how many calls with this ``key`` ran at once
+    at most, so far."""
+    with _lock:
+        counts = _running.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] = max(counts[1], counts[0])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        with _lock:
+            counts[0] -= 1
+    return float(counts[1])
+
+
+@mutation(args={"tag": v.string(), "size": v.float64()})
+async def add_large(ctx, tag, size):
+    """Inserts a note under ``tag``; returns ``size`` characters."""
+    await ctx.db.insert("notes", {"tag": tag, "body": "large", "pos": 0.0})
+    return "x" * int(size)
