@@ -110,10 +110,12 @@ class App:
             nearby = sorted(
                 p for p, f in self.functions.items() if p.startswith(module + ":") and f.is_public
             )
-            hint = f" Functions in module {module!r}: {', '.join(nearby)}." if nearby else ""
             raise FunctionNotFound(
                 f"Could not find function for '{canonical_path(path)}'. "
-                f"Did you forget to define it in the app folder?{hint}"
+                "Did you forget to define it in the app folder?",
+                detail=f"(public functions in module {module!r}: {', '.join(nearby)})"
+                if nearby
+                else None,
             )
         return fn
 

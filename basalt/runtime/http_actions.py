@@ -9,9 +9,12 @@ streaming response is being produced.
 Errors never escape :func:`run_http_action`: a handler that raises gets a 500
 response ``{"code", "message"}`` (plus ``"data"`` for a ``ConvexError``), and a
 handler that returns something other than a response a 500 saying so; both
-are logged on the ``basalt.http`` logger with the route. An error while a
-streaming response is produced is logged the same way and ends the stream
-with :class:`StreamFailed` (the status was already sent).
+are logged on the ``basalt.http`` logger with the route and the request id.
+On a production server the response says no more than Convex's
+``{"code": "InternalServerError", "message": "[Request ID: …] Server Error"}``
+(a ConvexError adds its data); a development server (``dev``) tells the whole
+error. An error while a streaming response is produced is logged the same way
+and ends the stream with :class:`StreamFailed` (the status was already sent).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from basalt.values.wire import to_clean_json
 from . import logs
 from .functions import Function
 from .http_messages import Request, RequestBodyTooLarge, Response, StreamingResponse
-from .outcome import error_message, request_id
+from .outcome import Failure, error_message, one_line
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -45,11 +48,13 @@ async def run_http_action(
     *,
     label: str | None = None,
     identity: dict[str, Any] | None = None,
+    dev: bool = False,
 ) -> Response:
     """Run ``function`` (an HTTP action) on ``request`` and return its response.
 
     ``label`` names the action in logs (the router passes ``"POST /echo"``);
-    ``identity`` is what ``ctx.auth.get_user_identity()`` returns.
+    ``identity`` is what ``ctx.auth.get_user_identity()`` returns; ``dev``: a
+    development server (errors are told in full, and logged as one line).
     """
     label = label or function.path or function.__name__
     lines: list[str] = []
@@ -61,7 +66,7 @@ async def run_http_action(
     except RequestBodyTooLarge as exc:
         return Response.json({"code": exc.code, "message": exc.message}, status=413)
     except Exception as exc:
-        return failure_response(label, exc)
+        return failure_response(label, exc, dev=dev)
     finally:
         logs.current.reset(token)
         logs.finish(function_log)
@@ -70,21 +75,23 @@ async def run_http_action(
             f"HTTP action {label} returned {type(result).__name__}, not a Response: return "
             "Response(body), Response.json(data) or StreamingResponse(iterator)"
         )
-        return failure_response(label, problem)
+        return failure_response(label, problem, dev=dev)
     if isinstance(result, StreamingResponse):
         result.content = _logged_stream(result.iter_bytes(), label, lines)
     return result
 
 
-def failure_response(label: str, exc: BaseException) -> Response:
+def failure_response(label: str, exc: BaseException, *, dev: bool = False) -> Response:
     """The 500 response of a failed HTTP action (and its log record)."""
-    rid = request_id()
-    message = error_message(exc, rid)
-    log.error("HTTP action %s failed\n%s", label, message, exc_info=exc)
-    body: dict[str, Any] = {
-        "code": exc.code if isinstance(exc, BasaltError) else "InternalServerError",
-        "message": message,
-    }
+    failure = Failure(exc)
+    if dev:
+        log.error("✖ HTTP action %s", one_line(failure, label))
+    else:
+        log.error("HTTP action %s failed\n%s", label, failure.message(full=True), exc_info=exc)
+    code = "InternalServerError"
+    if isinstance(exc, BasaltError) and (dev or isinstance(exc, ConvexError)):
+        code = exc.code
+    body: dict[str, Any] = {"code": code, "message": failure.message(full=dev)}
     if isinstance(exc, ConvexError):
         try:
             body["data"] = to_clean_json(exc.data)
@@ -110,7 +117,7 @@ async def _logged_stream(
                 log.error(
                     "HTTP action %s failed while streaming its response\n%s",
                     label,
-                    error_message(exc),
+                    error_message(exc),  # the status was sent: only the server log is told
                     exc_info=exc,
                 )
                 raise StreamFailed(f"HTTP action {label} failed while streaming") from exc

@@ -209,7 +209,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
         sock.close()
         site_sock.close()
         raise
-    asgi = BasaltApp(runtime, authenticator)
+    # dev: every caller sees whole errors and log lines; serve: admin callers only
+    asgi = BasaltApp(runtime, authenticator, dev=reload)
     # What start-up allocated lives as long as the server: keep it out of the
     # garbage collector's full passes, which otherwise stall every client at once.
     gc.collect()
@@ -228,7 +229,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
     )
     site_server = _Server(
         uvicorn.Config(
-            SiteApp(runtime, authenticator),
+            SiteApp(runtime, authenticator, dev=reload),
             lifespan="off",
             log_level="warning",
             access_log=False,

@@ -17,6 +17,7 @@ import json
 import logging
 from typing import Any
 
+from basalt.runtime.outcome import request_id
 from basalt.sync import ProtocolError, SyncHub, SyncSession
 from basalt.sync import messages as m
 from basalt.sync.session import TokenVerifier
@@ -150,9 +151,10 @@ async def _read(conn: _Connection, session: SyncSession, receive: Receive) -> No
             conn.send(m.fatal_error(exc.message))
             conn.close()
             return
-        except Exception as exc:  # one client's failure stays its own
-            log.exception("sync message handling failed")
-            conn.send(m.fatal_error(f"internal error: {exc}"))
+        except Exception:  # one client's failure stays its own
+            rid = request_id()
+            log.exception("sync message handling failed [Request ID: %s]", rid)
+            conn.send(m.fatal_error(f"internal error [Request ID: {rid}]"))
             conn.close()
             return
 
