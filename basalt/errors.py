@@ -36,12 +36,17 @@ class BasaltError(Exception):
 
     code: str = "InternalServerError"
     http_status: int = 500
+    #: more than every caller may be told (which functions a module has, ...):
+    #: shown only to callers who see everything (admin, ``basalt dev``)
+    detail: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if detail is not None:
+            self.detail = detail
 
 
 class ConvexError(BasaltError):

@@ -91,8 +91,12 @@ class JwksSource:
     document: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
+        """How error messages that reach clients name the key set: a URL as it
+        is (it is public), a file by its name only (never the server's path)."""
         if self.kind == "data":
             return "the inline data: URL"
+        if self.kind == "file":
+            return f'the key file "{Path(self.location).name}"'
         return self.location
 
 

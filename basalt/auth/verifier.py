@@ -20,6 +20,7 @@ Every failure but 2 raises :class:`~basalt.errors.Unauthenticated` with code
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ from basalt.errors import Unauthenticated
 from .config import OIDC_ALGORITHMS, AuthConfig, CustomJwtProvider, OidcProvider, same_issuer
 from .fetch import DocumentCache, FetchError, check_jwks
 from .identity import identity_from_claims
+
+log = logging.getLogger("basalt.auth")
 
 #: Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat`` (the Convex
 #: clients refresh tokens 10 s before they expire).
@@ -179,8 +182,14 @@ class JwtVerifier:
             document = await self.cache.get(jwks_uri, refresh=refresh, check=check_jwks)
             return list(document["keys"]), jwks_uri
         except FetchError as exc:
+            # Why is the server's business (it may name a file, a host, an HTTP
+            # status): the log has it, the client only that the keys are missing.
+            log.warning(
+                "could not get the signing keys of the %s: %s", _describe_provider(provider), exc
+            )
             raise invalid(
-                f"Could not get the signing keys of the {_describe_provider(provider)}: {exc}"
+                f"Could not get the signing keys of the {_describe_provider(provider)} "
+                "(the server log says why)"
             ) from None
 
     def _check_claims(self, provider: Provider, claims: dict[str, Any]) -> None:

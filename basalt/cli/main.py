@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shlex
 import sys
 import urllib.error
@@ -193,7 +194,21 @@ def _run(args: argparse.Namespace) -> int:
     if not ok:
         print(value, file=sys.stderr)
         return 1
-    print(json.dumps(to_clean_json(value), indent=2, ensure_ascii=False))
+    return _write_result(json.dumps(to_clean_json(value), indent=2, ensure_ascii=False))
+
+
+def _write_result(text: str) -> int:
+    """Write ``basalt run``'s result to stdout, its only output there (log lines
+    and errors go to stderr). A reader that stops early (``| head``) ends the
+    output quietly, as it does for other commands, not with a traceback."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What is still buffered must not fail again when Python exits.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 
@@ -211,6 +226,8 @@ def _run_http(url: str, key: str, path: str, fn_args: dict[str, Any]) -> tuple[b
     try:
         with urllib.request.urlopen(request) as response:
             result = json.loads(response.read(), parse_int=float)
+        for line in result.get("logLines", ()):  # on stderr, as a local run prints them
+            print(f"[{path}] {line.removeprefix('[LOG] ')}", file=sys.stderr)
     except urllib.error.HTTPError as exc:
         with exc:
             detail = exc.read().decode(errors="replace")
@@ -237,9 +254,9 @@ async def _run_local(config: ServerConfig, path: str, fn_args: dict[str, Any]) -
 
     app = load_app(config.app_dir)
     async with Runtime(app, config.open_storage()) as runtime:
+        # What the function prints and logs goes to stderr as it runs
+        # (basalt.runtime.logs), prefixed with its path.
         outcome = await runtime.call(path, fn_args, admin=True)
-    for line in outcome.log_lines:
-        print(line, file=sys.stderr)
     if outcome.error is not None:
         return False, error_message(outcome.error)
     return True, outcome.value

@@ -10,7 +10,8 @@ not modules (use them for shared helpers). ``schema.py`` holds ``schema``;
 
 The folder is imported as a package of its own, fresh on every load, so app
 modules import each other with relative imports (``from .model import x``)
-and a reload never sees stale modules.
+and a reload never sees stale modules. The package's logger (the parent of
+every ``logging.getLogger(__name__)`` in the app) logs INFO and above.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import itertools
+import logging
 import sys
 import traceback
 import types
@@ -108,10 +110,12 @@ class App:
             nearby = sorted(
                 p for p, f in self.functions.items() if p.startswith(module + ":") and f.is_public
             )
-            hint = f" Functions in module {module!r}: {', '.join(nearby)}." if nearby else ""
             raise FunctionNotFound(
                 f"Could not find function for '{canonical_path(path)}'. "
-                f"Did you forget to define it in the app folder?{hint}"
+                "Did you forget to define it in the app folder?",
+                detail=f"(public functions in module {module!r}: {', '.join(nearby)})"
+                if nearby
+                else None,
             )
         return fn
 
@@ -201,6 +205,10 @@ def load_app(folder: str | Path) -> App:
     package.__path__ = [str(root)]
     package.__package__ = package_name
     sys.modules[package_name] = package
+    # `logging.getLogger(__name__).info(...)` in an app module logs (the root
+    # logger's WARNING would drop it): its records become the function's log
+    # lines (see basalt.runtime.logs).
+    logging.getLogger(package_name).setLevel(logging.INFO)
     app = App(folder=root)
     try:
         for module_name, _file in _module_files(root):

@@ -9,9 +9,12 @@ streaming response is being produced.
 Errors never escape :func:`run_http_action`: a handler that raises gets a 500
 response ``{"code", "message"}`` (plus ``"data"`` for a ``ConvexError``), and a
 handler that returns something other than a response a 500 saying so; both
-are logged on the ``basalt.http`` logger with the route. An error while a
-streaming response is produced is logged the same way and ends the stream
-with :class:`StreamFailed` (the status was already sent).
+are logged on the ``basalt.http`` logger with the route and the request id.
+On a production server the response says no more than Convex's
+``{"code": "InternalServerError", "message": "[Request ID: …] Server Error"}``
+(a ConvexError adds its data); a development server (``dev``) tells the whole
+error. An error while a streaming response is produced is logged the same way
+and ends the stream with :class:`StreamFailed` (the status was already sent).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .action_workers import Lease
 from .functions import Function
 from .http_messages import Request, RequestBodyTooLarge, Response, StreamingResponse
 from .loops import relay
-from .outcome import error_message, request_id
+from .outcome import Failure, error_message, one_line
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -48,14 +51,16 @@ async def run_http_action(
     *,
     label: str | None = None,
     identity: dict[str, Any] | None = None,
+    dev: bool = False,
 ) -> Response:
     """Run ``function`` (an HTTP action) on ``request`` and return its response.
 
     ``label`` names the action in logs (the router passes ``"POST /echo"``);
-    ``identity`` is what ``ctx.auth.get_user_identity()`` returns. The handler
-    runs on the action loop (:mod:`~basalt.runtime.action_workers`), which also
-    makes a streaming response's chunks; the request body is read on the
-    server's loop, where it arrives.
+    ``identity`` is what ``ctx.auth.get_user_identity()`` returns; ``dev``: a
+    development server (errors are told in full, and logged as one line). The
+    handler runs on the action loop (:mod:`~basalt.runtime.action_workers`),
+    which also makes a streaming response's chunks; the request body is read
+    on the server's loop, where it arrives.
     """
     label = label or function.path or function.__name__
     server = asyncio.get_running_loop()
@@ -63,7 +68,9 @@ async def run_http_action(
     lease = runtime.actions.lease()
     streaming = False
     try:
-        response = await lease.run(lambda: _respond(runtime, function, request, label, identity))
+        response = await lease.run(
+            lambda: _respond(runtime, function, request, label, identity, dev)
+        )
         if isinstance(response, StreamingResponse):
             response.content = _released_after(relay(response.iter_bytes(), lease.loop), lease)
             streaming = True
@@ -79,8 +86,9 @@ async def _respond(
     request: Request,
     label: str,
     identity: dict[str, Any] | None,
+    dev: bool,
 ) -> Response:
-    """The handler's response (on the worker's loop); errors become responses."""
+    """The handler's response (on the action loop); errors become responses."""
     lines: list[str] = []
     ctx = runtime.action_ctx(identity, lines)
     function_log = logs.FunctionLog(label, lines)
@@ -90,7 +98,7 @@ async def _respond(
     except RequestBodyTooLarge as exc:
         return Response.json({"code": exc.code, "message": exc.message}, status=413)
     except Exception as exc:
-        return failure_response(label, exc)
+        return failure_response(label, exc, dev=dev)
     finally:
         logs.current.reset(token)
         logs.finish(function_log)
@@ -99,7 +107,7 @@ async def _respond(
             f"HTTP action {label} returned {type(result).__name__}, not a Response: return "
             "Response(body), Response.json(data) or StreamingResponse(iterator)"
         )
-        return failure_response(label, problem)
+        return failure_response(label, problem, dev=dev)
     if isinstance(result, StreamingResponse):
         result.content = _logged_stream(result.iter_bytes(), label, lines)
     return result
@@ -119,15 +127,17 @@ async def _released_after(chunks: AsyncIterator[bytes], lease: Lease) -> AsyncIt
             lease.close()
 
 
-def failure_response(label: str, exc: BaseException) -> Response:
+def failure_response(label: str, exc: BaseException, *, dev: bool = False) -> Response:
     """The 500 response of a failed HTTP action (and its log record)."""
-    rid = request_id()
-    message = error_message(exc, rid)
-    log.error("HTTP action %s failed\n%s", label, message, exc_info=exc)
-    body: dict[str, Any] = {
-        "code": exc.code if isinstance(exc, BasaltError) else "InternalServerError",
-        "message": message,
-    }
+    failure = Failure(exc)
+    if dev:
+        log.error("✖ HTTP action %s", one_line(failure, label))
+    else:
+        log.error("HTTP action %s failed\n%s", label, failure.message(full=True), exc_info=exc)
+    code = "InternalServerError"
+    if isinstance(exc, BasaltError) and (dev or isinstance(exc, ConvexError)):
+        code = exc.code
+    body: dict[str, Any] = {"code": code, "message": failure.message(full=dev)}
     if isinstance(exc, ConvexError):
         try:
             body["data"] = to_clean_json(exc.data)
@@ -153,7 +163,7 @@ async def _logged_stream(
                 log.error(
                     "HTTP action %s failed while streaming its response\n%s",
                     label,
-                    error_message(exc),
+                    error_message(exc),  # the status was sent: only the server log is told
                     exc_info=exc,
                 )
                 raise StreamFailed(f"HTTP action {label} failed while streaming") from exc

@@ -35,7 +35,7 @@ from basalt.values.model import check_value
 
 from . import determinism, logs, watchdog
 from .action_workers import ActionWorkers
-from .app import App
+from .app import App, canonical_path
 from .clock import Clock, CreationTimes
 from .conflicts import MAX_CONFLICT_RETRIES, conflict_backoff, retry_conflicts
 from .context import ActionCtx, Auth, MutationCtx, QueryCtx, SyncActionCtx
@@ -178,9 +178,18 @@ class Runtime:
                 f"{fn!r} is not part of the loaded app (define it at the top level of a module "
                 "in the app folder)"
             )
-        found = self.app.function(path)
+        try:
+            found = self.app.function(path)
+        except FunctionNotFound as exc:
+            if admin:
+                raise
+            raise _not_public(path, exc.detail) from None
         if not found.is_public and not admin:
-            raise FunctionNotFound(f"Could not find public function for '{found.path}'.")
+            # Worded exactly as for a missing function: a caller without the
+            # admin key cannot tell which internal functions exist.
+            raise _not_public(
+                path, "(it is an internal function: call it from another function or as admin)"
+            )
         return found
 
     async def call(
@@ -209,7 +218,7 @@ class Runtime:
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
-            return Outcome(error=exc, log_lines=lines)
+            return Outcome(error=exc, log_lines=lines, rejected=True)
         if function.kind == "query":
             return await self._run_query(function, call_args, identity)
         if function.kind == "mutation":
@@ -243,6 +252,7 @@ class Runtime:
         )
         if changed:
             outcome.value = None
+            outcome.rejected = True  # about the timestamp the caller asked for
             outcome.error = SnapshotUnavailable(
                 f"The data this query reads changed after timestamp {ts}, and Basalt keeps only "
                 "the current version of documents: ask for a new timestamp (query_ts) and retry"
@@ -404,7 +414,7 @@ class Runtime:
         try:
             function, call_args = self.prepare(fn, args, kind="mutation", admin=True)
         except Exception as exc:
-            return Outcome(error=exc)
+            return Outcome(error=exc, rejected=True)
         return await self._run_mutation(function, call_args, identity, before_commit)
 
     async def run_system(self, handler: Callable[[DatabaseWriter], Awaitable[Any]]) -> Any:
@@ -607,6 +617,16 @@ def _timed_out(function: Function, budget: float | None) -> LimitExceeded:
         f"{budget:g} s (it holds the server meanwhile). Move long work to an action, or split "
         "it across several mutations (ctx.scheduler)",
         code="FunctionTimeout",
+    )
+
+
+def _not_public(path: str, detail: str | None) -> FunctionNotFound:
+    """What a caller without the admin key is told of a function it cannot call;
+    ``detail`` only reaches callers who see everything (``basalt dev``)."""
+    return FunctionNotFound(
+        f"Could not find public function for '{canonical_path(path)}'. "
+        "Did you forget to define it in the app folder?",
+        detail=detail,
     )
 
 

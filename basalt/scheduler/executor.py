@@ -182,7 +182,13 @@ class Executor:
         elif isinstance(error, StorageError):
             raise error  # nothing was written: the job stays pending and is retried
         else:
-            log.info("scheduled mutation %s (%s) failed: %s", job["name"], job_id, error)
+            log.warning(  # no client is told: the server's output is
+                "scheduled mutation %s (%s) failed: %s",
+                job["name"],
+                job_id,
+                describe_error(error),
+                exc_info=error,
+            )
             if await fail(runtime, job_id, (PENDING,), describe_error(error), self._now()):
                 counters.failed += 1
 
@@ -219,7 +225,13 @@ class Executor:
                 moved = await move(runtime, job_id, (IN_PROGRESS,), {"kind": SUCCESS}, self._now())
                 self.counters.succeeded += moved
             else:
-                log.info("scheduled action %s (%s) failed: %s", job["name"], job_id, error)
+                log.warning(  # no client is told: the server's output is
+                    "scheduled action %s (%s) failed: %s",
+                    job["name"],
+                    job_id,
+                    describe_error(error),
+                    exc_info=error,
+                )
                 moved = await fail(
                     runtime, job_id, (IN_PROGRESS,), describe_error(error), self._now()
                 )

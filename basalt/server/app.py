@@ -9,6 +9,7 @@ import basalt
 from basalt.errors import BasaltError
 from basalt.runtime import App, Runtime
 from basalt.runtime.files import FileService
+from basalt.runtime.outcome import error_message, request_id
 from basalt.sync import SyncHub
 
 from .asgi import (
@@ -47,6 +48,10 @@ class BasaltApp:
     ``sync_limits`` bound what each sync connection may hold (by default from
     the environment, see :meth:`SyncLimits.from_env`); all its connections
     share one budget for the messages their clients have not read yet.
+
+    ``dev`` (``basalt dev``): every caller is told everything of failed calls
+    and their log lines; otherwise (``basalt serve``) only admin callers are
+    (see :mod:`basalt.runtime.outcome`).
     """
 
     def __init__(
@@ -54,12 +59,15 @@ class BasaltApp:
         runtime: Runtime,
         authenticator: Authenticator,
         sync_limits: SyncLimits | None = None,
+        *,
+        dev: bool = False,
     ) -> None:
         self.runtime = runtime
         self.auth = authenticator
+        self.dev = dev
         self.sync_limits = sync_limits or SyncLimits.from_env()
         self.send_budget = SendBudget(self.sync_limits.total_queued_bytes)
-        self.api = HttpApi(runtime)
+        self.api = HttpApi(runtime, dev=dev)
         files = runtime.services.files
         self.files = FileRoutes(files) if isinstance(files, FileService) else None
         self._started_here = False
@@ -68,7 +76,7 @@ class BasaltApp:
     def sync_hub(self) -> SyncHub:
         """The subscription hub, started on first use (it needs the running loop)."""
         if self._hub is None:
-            self._hub = SyncHub(self.runtime)
+            self._hub = SyncHub(self.runtime, dev=self.dev)
             self._hub.start()
         return self._hub
 
@@ -124,13 +132,31 @@ class BasaltApp:
         try:
             response = await self._route(request)
         except BasaltError as exc:
-            response = error_response(exc.http_status, exc.code, exc.message)
+            if exc.http_status >= 500:  # the server's failure, not the request's
+                response = self._internal_error(request, exc)
+            else:
+                response = error_response(exc.http_status, exc.code, exc.message)
         except BodyTooLarge as exc:
             response = error_response(413, "PayloadTooLarge", str(exc))
-        except Exception:  # one request must never take the server down
-            log.exception("internal error serving %s %s", request.method, request.path)
-            response = error_response(500, "InternalServerError", "Internal server error")
+        except Exception as exc:  # one request must never take the server down
+            response = self._internal_error(request, exc)
         await response.send(send, cors_headers(request))
+
+    def _internal_error(self, request: Request, exc: BaseException) -> Response:
+        """A 500 that names only a request id; the server log has the rest."""
+        rid = request_id()
+        log.error(
+            "internal error serving %s %s [Request ID: %s]",
+            request.method,
+            request.path,
+            rid,
+            exc_info=exc,
+        )
+        message = f"[Request ID: {rid}] Server Error"
+        if self.dev:
+            message = error_message(exc, rid)
+        status = exc.http_status if isinstance(exc, BasaltError) else 500
+        return error_response(status, "InternalServerError", message)
 
     async def _route(self, request: Request) -> Response:
         path, method = request.path, request.method

@@ -182,6 +182,8 @@ class FileRoutes:
                 return error_response(405, "MethodNotAllowed", "files are read with GET")
             return await self.download(request)
         except BasaltError as exc:
+            if exc.http_status >= 500:
+                raise  # the server's failure: answered without its details (server/app.py)
             status = exc.http_status if exc.http_status >= 400 else 400
             return error_response(status, exc.code, exc.message)
 

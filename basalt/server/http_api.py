@@ -4,25 +4,24 @@
 
 A function that ran answers HTTP 200 with ``status`` ``success`` or ``error``
 (``errorData`` only for a ``ConvexError``); a request that never reached a
-function answers 4xx/5xx with ``{"code", "message"}``.
+function answers 4xx/5xx with ``{"code", "message"}``. How much of a failure
+and of the log lines a caller is told depends on who it is
+(:mod:`basalt.runtime.outcome`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
 from typing import Any
 
 from basalt.errors import BadRequest, BasaltError, InvalidValue
 from basalt.runtime import Outcome, Runtime
-from basalt.runtime.outcome import error_data, error_message, request_id
+from basalt.runtime.outcome import Failure, error_data, reveals
 from basalt.values.wire import from_convex_json, to_clean_json, to_convex_json
 
 from .asgi import Request, Response, error_response, json_response
 from .auth import Caller
-
-log = logging.getLogger("basalt.server")
 
 #: Request bodies larger than this are decoded on a worker thread.
 LARGE_BODY_BYTES = 256 << 10
@@ -93,30 +92,34 @@ def decode_args(raw: Any, *, what: str = "args") -> dict[str, Any]:
     return value
 
 
-def outcome_body(outcome: Outcome, encode: Any) -> dict[str, Any]:
-    """The JSON body of a function call's response."""
+def outcome_body(
+    outcome: Outcome, encode: Any, *, path: object, full: bool, dev: bool
+) -> dict[str, Any]:
+    """The JSON body of a function call's response.
+
+    ``full``: the caller sees everything of a failure and the log lines (see
+    :mod:`basalt.runtime.outcome`); a failure is recorded in the server log
+    (``dev``: as one line) under the request id the body names.
+    """
     if outcome.error is None:
         try:
             body: dict[str, Any] = {"status": "success", "value": encode(outcome.value)}
         except (InvalidValue, ValueError) as encode_error:
             outcome.error = encode_error
         else:
-            if outcome.log_lines:
+            if outcome.log_lines and full:
                 body["logLines"] = outcome.log_lines
             return body
-    exc = outcome.error
-    assert exc is not None
-    rid = request_id()
-    if not isinstance(exc, BasaltError):
-        log.warning("function failed [%s]: %r", rid, exc, exc_info=exc)
-    body = {"status": "error", "errorMessage": error_message(exc, rid)}
-    is_convex_error, data = error_data(exc)
+    failure = Failure.of(outcome)
+    failure.report(path, dev=dev)
+    body = {"status": "error", "errorMessage": failure.message(full=full)}
+    is_convex_error, data = error_data(failure.error)
     if is_convex_error:
         try:
             body["errorData"] = encode(data)
         except (InvalidValue, ValueError):
             body["errorData"] = encode(repr(data))
-    if outcome.log_lines:
+    if outcome.log_lines and full:
         body["logLines"] = outcome.log_lines
     return body
 
@@ -132,8 +135,10 @@ def _call_body(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 class HttpApi:
     """Handlers of the ``/api`` routes for one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, dev: bool = False) -> None:
         self.runtime = runtime
+        #: a development server: every caller sees everything (see basalt.runtime.outcome)
+        self.dev = dev
 
     async def _call(
         self,
@@ -162,7 +167,8 @@ class HttpApi:
             outcome = await self.runtime.query_at(
                 path, args, ts, identity=caller.identity, admin=caller.admin
             )
-        return json_response(outcome_body(outcome, encode))
+        full = reveals(dev=self.dev, admin=caller.admin)
+        return json_response(outcome_body(outcome, encode, path=path, full=full, dev=self.dev))
 
     async def function(self, request: Request, caller: Caller, kind: Any) -> Response:
         """``POST /api/query|mutation|action|function`` and ``GET /api/query``."""

@@ -211,7 +211,8 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
         sock.close()
         site_sock.close()
         raise
-    asgi = BasaltApp(runtime, authenticator, sync_limits)
+    # dev: every caller sees whole errors and log lines; serve: admin callers only
+    asgi = BasaltApp(runtime, authenticator, sync_limits, dev=reload)
     # What start-up allocated lives as long as the server: keep it out of the
     # garbage collector's full passes, which otherwise stall every client at once.
     gc.collect()
@@ -230,7 +231,7 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
     )
     site_server = _Server(
         uvicorn.Config(
-            SiteApp(runtime, authenticator),
+            SiteApp(runtime, authenticator, dev=reload),
             lifespan="off",
             log_level="warning",
             access_log=False,

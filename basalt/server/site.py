@@ -24,6 +24,7 @@ from basalt.runtime import Runtime
 from basalt.runtime.http_actions import StreamFailed, run_http_action
 from basalt.runtime.http_messages import Headers, Request, Response, StreamingResponse
 from basalt.runtime.http_router import HttpRouter
+from basalt.runtime.outcome import request_id
 
 from .asgi import Receive, Scope, Send, run_lifespan
 from .auth import Authenticator
@@ -90,11 +91,19 @@ class SiteApp:
     verifies becomes the identity of ``ctx.auth``; any other value (an API key
     of the app's own, a bad token) leaves the identity None and is the
     handler's to read in ``request.headers``.
+
+    ``dev`` (``basalt dev``): a failed HTTP action answers with the whole error;
+    otherwise (``basalt serve``) with ``[Request ID: …] Server Error`` only.
     """
 
-    def __init__(self, runtime: Runtime, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, authenticator: Authenticator | None = None, *, dev: bool = False
+    ) -> None:
         self.runtime = runtime
         self.authenticator = authenticator
+        #: a development server: a failed HTTP action's response tells the whole
+        #: error; otherwise only a request id (see basalt.runtime.outcome)
+        self.dev = dev
         self._started_here = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,10 +140,18 @@ class SiteApp:
                 body=body.chunks(),
             )
             response = await self._respond(request)
-        except Exception:  # one request must never take the server down
-            log.exception("internal error serving %s %s", method, scope["path"])
+        except Exception as exc:  # one request must never take the server down
+            rid = request_id()
+            log.error(
+                "internal error serving %s %s [Request ID: %s]",
+                method,
+                scope["path"],
+                rid,
+                exc_info=exc,
+            )
             response = Response.json(
-                {"code": "InternalServerError", "message": "Internal server error"}, status=500
+                {"code": "InternalServerError", "message": f"[Request ID: {rid}] Server Error"},
+                status=500,
             )
         if isinstance(response, StreamingResponse):
             await self._send_stream(send, response, body, head=method == "HEAD")
@@ -162,7 +179,12 @@ class SiteApp:
             return _text(404, f"No HTTP route for {method} {path}")
         identity = await self._identity(request)
         response = await run_http_action(
-            self.runtime, route.handler, request, label=route.label, identity=identity
+            self.runtime,
+            route.handler,
+            request,
+            label=route.label,
+            identity=identity,
+            dev=self.dev,
         )
         if route.on_response is not None:
             route.on_response(request, response)

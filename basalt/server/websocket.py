@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from basalt.runtime.outcome import request_id
 from basalt.sync import ProtocolError, SessionLimits, SyncHub, SyncSession
 from basalt.sync import messages as m
 from basalt.sync.session import TokenVerifier
@@ -198,9 +199,10 @@ async def _read(conn: SendQueue, session: SyncSession, receive: Receive) -> None
             conn.send(m.fatal_error(exc.message))
             conn.close()
             return
-        except Exception as exc:  # one client's failure stays its own
-            log.exception("sync message handling failed")
-            conn.send(m.fatal_error(f"internal error: {exc}"))
+        except Exception:  # one client's failure stays its own
+            rid = request_id()
+            log.exception("sync message handling failed [Request ID: %s]", rid)
+            conn.send(m.fatal_error(f"internal error [Request ID: {rid}]"))
             conn.close()
             return
 

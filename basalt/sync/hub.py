@@ -25,7 +25,7 @@ from basalt.errors import WriteConflict
 from basalt.runtime import Runtime
 from basalt.runtime.conflicts import retry_conflicts
 from basalt.runtime.functions import Function
-from basalt.runtime.outcome import Outcome, error_data, error_message
+from basalt.runtime.outcome import Failure, Outcome, error_data
 from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
 from basalt.values.wire import to_convex_json
@@ -62,7 +62,8 @@ class QueryEntry:
         "args_key",
         "dirty",
         "dirty_from",
-        "error_payload",
+        "error_data",
+        "failure",
         "fresh",
         "function",
         "identity",
@@ -70,6 +71,8 @@ class QueryEntry:
         "log_lines",
         "path",
         "prepare_error",
+        "public_hash",
+        "public_version",
         "read_auth",
         "result_hash",
         "subscribers",
@@ -99,10 +102,17 @@ class QueryEntry:
         #: the oldest commit that made it dirty since it last ran (None: no commit)
         self.dirty_from: int | None = None
         self.read_auth = False
+        #: bumped when what a caller who sees everything is sent changes (value,
+        #: error, log lines); ``public_version``: what every other caller is sent
+        #: (see basalt.runtime.outcome)
         self.version = 0
+        self.public_version = 0
         self.result_hash = b""
+        self.public_hash = b""
         self.value_payload: Any = None
-        self.error_payload: tuple[str, tuple[bool, Any]] | None = None
+        #: the last run's failure (told to each subscriber in its own measure)
+        self.failure: Failure | None = None
+        self.error_data: tuple[bool, Any] = (False, None)
         self.log_lines: list[str] = []
         self.subscribers: set[tuple[SyncSession, int]] = set()
 
@@ -115,34 +125,51 @@ class QueryEntry:
         if self.dirty_from is None or ts < self.dirty_from:
             self.dirty_from = ts
 
-    def record(self, outcome: Outcome) -> None:
-        """Keep an outcome; bump ``version`` only if what clients see changed."""
+    def record(self, outcome: Outcome, *, dev: bool) -> None:
+        """Keep an outcome; bump ``version`` / ``public_version`` only if what
+        the callers who see everything / the others are sent changed. A failure
+        is recorded in the server log once, whoever is subscribed."""
         self.read_auth = outcome.read_auth
         if outcome.error is None:
             try:
                 payload: Any = to_convex_json(outcome.value)
-                error = None
             except Exception as exc:
                 outcome.error = exc
+        failure = None
         if outcome.error is not None:
             payload = None
-            error = (error_message(outcome.error), _encoded_error_data(outcome.error))
-        # The request id in an error message changes on every run: hash without it.
-        digest_source = json.dumps(
-            [payload, None if error is None else [_stable(error[0]), error[1]], outcome.log_lines],
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        digest = hashlib.blake2b(digest_source.encode(), digest_size=16).digest()
-        self.value_payload, self.error_payload = payload, error
+            failure = Failure.of(outcome)
+            failure.report(self.path, dev=dev)
+        self.error_data = _encoded_error_data(failure.error) if failure else (False, None)
+        self.value_payload, self.failure = payload, failure
         self.log_lines = outcome.log_lines
-        if digest != self.result_hash or self.fresh:
-            self.result_hash = digest
+        # The request id in an error message changes on every run: hash without it.
+        full = _digest(payload, failure, self.error_data, outcome.log_lines, full=True)
+        public = _digest(payload, failure, self.error_data, [], full=False)
+        if full != self.result_hash or self.fresh:
+            self.result_hash = full
             self.version += 1
+        if public != self.public_hash or self.fresh:
+            self.public_hash = public
+            self.public_version += 1
         self.fresh = False
 
-    def record_failure(self, exc: Exception) -> None:
-        self.record(Outcome(error=exc))
+    def record_failure(self, exc: Exception, *, dev: bool) -> None:
+        """The query could not be run for its caller (no such function, bad arguments)."""
+        self.record(Outcome(error=exc, rejected=True), dev=dev)
+
+
+def _digest(
+    payload: Any,
+    failure: Failure | None,
+    data: tuple[bool, Any],
+    log_lines: list[str],
+    *,
+    full: bool,
+) -> bytes:
+    error = None if failure is None else [_stable(failure.message(full=full)), data]
+    source = json.dumps([payload, error, log_lines], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(source.encode(), digest_size=16).digest()
 
 
 def _stable(message: str) -> str:
@@ -167,8 +194,11 @@ class SyncHub:
     #: the commits it was told about; beyond this, every subscription is re-run.
     CATCH_UP_LIMIT = 10_000
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, dev: bool = False) -> None:
         self.runtime = runtime
+        #: a development server: every subscriber sees everything of failures and
+        #: the log lines (see basalt.runtime.outcome); otherwise only admins do
+        self.dev = dev
         self.index: SubscriptionIndex[QueryEntry] = SubscriptionIndex()
         self.entries: dict[tuple[str, str, str], QueryEntry] = {}
         self.sessions: set[SyncSession] = set()
@@ -347,9 +377,8 @@ class SyncHub:
             self.entries[own_key] = entry
 
     def _merge(self, entry: QueryEntry, into: QueryEntry) -> None:
-        same_result = entry.result_hash == into.result_hash
         for session, query_id in list(entry.subscribers):
-            session.rebind(query_id, entry, into, same_result=same_result)
+            session.rebind(query_id, entry, into)
             self._flush_requests.add(session)
         entry.subscribers.clear()
         self._drop(entry)
@@ -408,7 +437,9 @@ class SyncHub:
                     entry.dirty = False
                     entry.dirty_from = None
                     if entry.function is None:
-                        entry.record_failure(entry.prepare_error or RuntimeError("no function"))
+                        entry.record_failure(
+                            entry.prepare_error or RuntimeError("no function"), dev=self.dev
+                        )
                         ran.append((entry, None))
                         done += 1
                         continue
@@ -428,7 +459,7 @@ class SyncHub:
                         tx, entry.function, entry.args, entry.identity
                     )
                     done += 1
-                    entry.record(outcome)
+                    entry.record(outcome, dev=self.dev)
                     if entry.subscribers:  # not removed while it ran
                         if outcome.read_set is not None:
                             self.index.add(entry, outcome.read_set)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,13 +19,15 @@ from functools import partial
 from typing import Any, Protocol
 
 from basalt.errors import BasaltError, Unauthenticated
-from basalt.runtime.outcome import Outcome, error_message
+from basalt.runtime.outcome import Failure, Outcome, request_id, reveals
 from basalt.values.wire import to_convex_json
 
 from . import messages as m
 from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key, query_args_key
 from .limits import SessionLimits
 from .remembered import Answer
+
+log = logging.getLogger("basalt.sync")
 
 
 class TokenVerifier(Protocol):
@@ -230,11 +233,15 @@ class SyncSession:
             self._send(m.auth_error(exc.message, self.identity_version))
             self._close()
             return
+        saw_everything = self.sees_everything
         self.identity, self.admin = identity, admin
         self.identity_key = identity_key(identity, admin)
         self.identity_version += 1
         for query_id in list(self.queries):
             self.resubscribe(query_id)
+            if self.sees_everything != saw_everything:
+                query = self.queries[query_id]  # told in another measure now
+                query.sent_version, query.sent_hash = -1, None
         self._needs_transition = True
         self.hub.request_flush(self)
 
@@ -265,17 +272,27 @@ class SyncSession:
             self.hub.unsubscribe(self, query_id, old)
             query.sent_version = -1
 
-    def rebind(
-        self, query_id: int, old: QueryEntry, entry: QueryEntry, *, same_result: bool
-    ) -> None:
+    def rebind(self, query_id: int, old: QueryEntry, entry: QueryEntry) -> None:
         """Serve a query from another (equivalent) entry."""
         query = self.queries.get(query_id)
         if query is None or query.entry is not old:
             return
         query.entry = entry
         entry.subscribers.add((self, query_id))
-        up_to_date = same_result and query.sent_version == old.version
-        query.sent_version = entry.version if up_to_date else -1
+        if self.sees_everything:
+            up_to_date = old.result_hash == entry.result_hash and query.sent_version == old.version
+            query.sent_version = entry.version if up_to_date else -1
+        else:
+            up_to_date = (
+                old.public_hash == entry.public_hash and query.sent_version == old.public_version
+            )
+            query.sent_version = entry.public_version if up_to_date else -1
+
+    @property
+    def sees_everything(self) -> bool:
+        """Whether this client is told everything of failures, and the log lines
+        (an admin, or any client of a development server)."""
+        return reveals(dev=self.hub.dev, admin=self.admin)
 
     # -- mutations and actions ----------------------------------------------
     @property
@@ -301,9 +318,21 @@ class SyncSession:
                 outcome = await self.runtime.call(
                     req.udf_path, req.args, kind="action", identity=identity, admin=admin
                 )
-                self._send(_response(m.action_response, req.request_id, outcome))
+                self._send(self._response(m.action_response, req, outcome, admin))
         except Exception as exc:
-            self._send(m.fatal_error(f"internal error answering request {req.request_id}: {exc}"))
+            # Not the function's failure (that is answered above): Basalt's own.
+            rid = request_id()
+            log.error(
+                "internal error answering request %s [Request ID: %s]",
+                req.request_id,
+                rid,
+                exc_info=exc,
+            )
+            self._send(
+                m.fatal_error(
+                    f"internal error answering request {req.request_id} [Request ID: {rid}]"
+                )
+            )
             self._close()
             return
         # As the real server does, a Transition follows every response: the Rust
@@ -346,7 +375,7 @@ class SyncSession:
         outcome = await self.runtime.call(
             req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
         )
-        response = _response(m.mutation_response, req.request_id, outcome)
+        response = self._response(m.mutation_response, req, outcome, admin)
         return response, outcome.ts if response["success"] else None
 
     # -- outgoing ------------------------------------------------------------
@@ -373,22 +402,27 @@ class SyncSession:
                 self.hub.request_flush(self)
         modifications: list[dict[str, Any]] = [m.query_removed(q) for q in self._removed]
         self._removed.clear()
+        full = self.sees_everything
         for query_id, query in self.queries.items():
             entry = query.entry
-            if query.sent_version == entry.version:
+            version = entry.version if full else entry.public_version
+            if query.sent_version == version:
                 continue
-            query.sent_version = entry.version
-            if entry.result_hash == query.sent_hash:
+            query.sent_version = version
+            told = entry.result_hash if full else entry.public_hash
+            if told == query.sent_hash:
                 continue  # a new execution (after a reload, say) with what the client has
-            query.sent_hash = entry.result_hash
-            if entry.error_payload is None:
+            query.sent_hash = told
+            # logLines must be present, if empty (the official clients break otherwise).
+            lines = entry.log_lines if full else []
+            if entry.failure is None:
                 modifications.append(
-                    m.query_updated(query_id, entry.value_payload, entry.log_lines, query.journal)
+                    m.query_updated(query_id, entry.value_payload, lines, query.journal)
                 )
             else:
-                message, data = entry.error_payload
+                message = entry.failure.message(full=full)
                 modifications.append(
-                    m.query_failed(query_id, message, entry.log_lines, query.journal, data)
+                    m.query_failed(query_id, message, lines, query.journal, entry.error_data)
                 )
         end = (self.query_set_version, self.identity_version, ts)
         if not modifications and end[:2] == self._sent[:2] and not needs_transition:
@@ -412,41 +446,46 @@ class SyncSession:
         self.query_set_bytes = 0
         self.hub.sessions.discard(self)
 
+    def _response(
+        self,
+        build: Callable[..., dict[str, Any]],
+        req: m.FunctionRequest,
+        outcome: Outcome,
+        admin: bool,
+    ) -> dict[str, Any]:
+        """The MutationResponse or ActionResponse for ``outcome``, told in the
+        measure the caller (an admin or not when it sent the request) may see."""
+        full = reveals(dev=self.hub.dev, admin=admin)
+        # logLines must be present, if empty (the official clients break otherwise).
+        lines = outcome.log_lines if full else []
+        if outcome.error is None:
+            try:
+                value = to_convex_json(outcome.value)
+            except BasaltError as exc:
+                outcome.error = exc
+            else:
+                if build is m.mutation_response:
+                    return build(
+                        req.request_id, success=True, result=value, ts=outcome.ts, log_lines=lines
+                    )
+                return build(req.request_id, success=True, result=value, log_lines=lines)
+        failure = Failure.of(outcome)
+        failure.report(req.udf_path, dev=self.hub.dev)
+        message = failure.message(full=full)
+        data = _encoded_error_data(failure.error)
+        if build is m.mutation_response:
+            return build(
+                req.request_id,
+                success=False,
+                result=message,
+                ts=None,
+                log_lines=lines,
+                error_data=data,
+            )
+        return build(
+            req.request_id, success=False, result=message, log_lines=lines, error_data=data
+        )
+
 
 def _json_size(message: dict[str, Any]) -> int:
     return len(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
-
-
-def _response(
-    build: Callable[..., dict[str, Any]], request_id: int, outcome: Outcome
-) -> dict[str, Any]:
-    if outcome.error is None:
-        try:
-            value = to_convex_json(outcome.value)
-        except BasaltError as exc:
-            outcome.error = exc
-        else:
-            if build is m.mutation_response:
-                return build(
-                    request_id,
-                    success=True,
-                    result=value,
-                    ts=outcome.ts,
-                    log_lines=outcome.log_lines,
-                )
-            return build(request_id, success=True, result=value, log_lines=outcome.log_lines)
-    assert outcome.error is not None
-    message = error_message(outcome.error)
-    data = _encoded_error_data(outcome.error)
-    if build is m.mutation_response:
-        return build(
-            request_id,
-            success=False,
-            result=message,
-            ts=None,
-            log_lines=outcome.log_lines,
-            error_data=data,
-        )
-    return build(
-        request_id, success=False, result=message, log_lines=outcome.log_lines, error_data=data
-    )

@@ -71,8 +71,9 @@ def auth_app(tmp_path: Path, rsa_key: SigningKey) -> Path:
     return app
 
 
-def check_user_auth(url: str, key: SigningKey, other: SigningKey) -> None:
-    """What a client sees: its identity with a good token, a 401 with a bad one."""
+def check_user_auth(url: str, key: SigningKey, other: SigningKey, app: Path) -> None:
+    """What a client sees: its identity with a good token, a 401 with a bad one
+    that says what is wrong but not where the server keeps its files."""
     client = ConvexHttpClient(url)
     assert client.query("whoami:whoami") is None
     client.set_auth(key.sign(sub="user-7", email="u7@example.test", level=2))
@@ -84,8 +85,16 @@ def check_user_auth(url: str, key: SigningKey, other: SigningKey) -> None:
         "level": 2.0,
     }
     client.set_auth(SigningKey(other.private, "RS256", key.kid).sign())
-    with pytest.raises(Exception, match=r"^401 InvalidAuthHeader: Token signature does not"):
+    with pytest.raises(Exception, match=r"^401 InvalidAuthHeader: Token signature does not") as e:
         client.query("whoami:whoami")
+    assert 'the key file "jwks.json"' in str(e.value)
+    assert str(app.parent) not in str(e.value)
+    # A key id the key file lacks: the kids it has, but not its path.
+    client.set_auth(SigningKey(other.private, "RS256", "no-such-kid").sign())
+    with pytest.raises(Exception, match='Unknown key id "no-such-kid"') as e:
+        client.query("whoami:whoami")
+    assert 'the key file "jwks.json"' in str(e.value)
+    assert str(app.parent) not in str(e.value)
     response = httpx.post(
         url + "/api/query",
         json={"path": "whoami:whoami", "args": {}, "format": "json"},
@@ -131,9 +140,9 @@ def in_process_server(auth_app: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def test_user_auth_through_http(
-    in_process_server: str, rsa_key: SigningKey, rsa_key2: SigningKey
+    in_process_server: str, auth_app: Path, rsa_key: SigningKey, rsa_key2: SigningKey
 ) -> None:
-    check_user_auth(in_process_server, rsa_key, rsa_key2)
+    check_user_auth(in_process_server, rsa_key, rsa_key2, auth_app)
 
 
 def test_user_auth_through_basalt_serve(
@@ -149,7 +158,7 @@ def test_user_auth_through_basalt_serve(
     process.start()
     try:
         started = time.monotonic()
-        check_user_auth(process.url, rsa_key, rsa_key2)
+        check_user_auth(process.url, rsa_key, rsa_key2, auth_app)
         assert time.monotonic() - started < 30
     finally:
         process.stop()

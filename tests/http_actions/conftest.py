@@ -69,7 +69,8 @@ _counter = itertools.count()
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[MakeSite]:
-    """``await site({"http": {"http": router}, "notes": {...}})``: a served app."""
+    """``await site({"http": {"http": router}, "notes": {...}})``: a served app
+    (``dev=True``: as ``basalt dev`` serves it, failures told in full)."""
     running: list[tuple[QuietServer, asyncio.Task[None], Runtime, socket.socket]] = []
 
     async def make(
@@ -77,12 +78,13 @@ async def site(tmp_path: Path) -> AsyncIterator[MakeSite]:
         *,
         authenticator: Authenticator | None = None,
         http: str = "httptools",
+        dev: bool = False,
     ) -> Site:
         runtime = Runtime(
             App.from_modules(modules), engine_for_tests(tmp_path, f"db{next(_counter)}")
         )
         await runtime.start()
-        app = SiteApp(runtime, authenticator)
+        app = SiteApp(runtime, authenticator, dev=dev)
         sock, url = _socket()
         server = QuietServer(_config(app, http, "off"))
         task = asyncio.create_task(server.serve(sockets=[sock]))

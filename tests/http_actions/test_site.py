@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -130,6 +131,14 @@ async def client(site: MakeSite) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def dev_client(site: MakeSite) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app served as ``basalt dev`` serves it (errors told in full)."""
+    served = await site({**MODULES, "http": {"http": router()}}, dev=True)
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as c:
+        yield c
+
+
 async def test_json_in_json_out(client: httpx.AsyncClient) -> None:
     r = await client.post("/echo", json={"a": [1, 2], "b": "é"})
     assert r.status_code == 200
@@ -193,8 +202,9 @@ async def test_handler_calls_mutations_and_queries(client: httpx.AsyncClient) ->
 
 
 async def test_a_raising_handler_gets_500_and_the_server_keeps_serving(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    dev_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    client = dev_client
     with caplog.at_level(logging.ERROR, logger="basalt.http"):
         r = await client.get("/boom")
     assert r.status_code == 500
@@ -203,8 +213,24 @@ async def test_a_raising_handler_gets_500_and_the_server_keeps_serving(
     assert "Uncaught ValueError: the handler blew up" in body["message"]
     assert body["message"].startswith("[Request ID: ")
     assert "data" not in body
-    assert any("HTTP action GET /boom failed" in rec.getMessage() for rec in caplog.records)
+    assert any("HTTP action GET /boom" in rec.getMessage() for rec in caplog.records)
     assert (await client.post("/echo", json=1)).json()["got"] == 1
+
+
+async def test_a_raising_handler_tells_a_production_client_only_a_request_id(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="basalt.http"):
+        r = await client.get("/boom")
+    assert r.status_code == 500
+    body = r.json()
+    rid = re.fullmatch(r"\[Request ID: ([0-9a-f]+)\] Server Error", body["message"])
+    assert rid, body
+    assert body == {"code": "InternalServerError", "message": body["message"]}
+    # The server log has the whole error under that request id.
+    [record] = [rec for rec in caplog.records if "HTTP action GET /boom failed" in rec.getMessage()]
+    assert rid.group(1) in record.getMessage()
+    assert "the handler blew up" in record.getMessage()
 
 
 async def test_convex_error_data_reaches_the_client(client: httpx.AsyncClient) -> None:
@@ -215,17 +241,17 @@ async def test_convex_error_data_reaches_the_client(client: httpx.AsyncClient) -
 
 
 async def test_returning_something_else_than_a_response(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    dev_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="basalt.http"):
-        r = await client.get("/dict")
+        r = await dev_client.get("/dict")
     assert r.status_code == 500
     assert "HTTP action GET /dict returned dict, not a Response" in r.json()["message"]
     assert any("GET /dict" in rec.getMessage() for rec in caplog.records)
 
 
-async def test_bad_json_body_is_the_handlers_error(client: httpx.AsyncClient) -> None:
-    r = await client.post("/echo", content=b"{not json")
+async def test_bad_json_body_is_the_handlers_error(dev_client: httpx.AsyncClient) -> None:
+    r = await dev_client.post("/echo", content=b"{not json")
     assert r.status_code == 500
     assert "JSONDecodeError" in r.json()["message"]
 

@@ -24,12 +24,19 @@ const checks = {
       });
       const echoed = await client.action(fn("values:echo_action"), { value: { n: 3n } });
       const shout = await client.query(fn("values:shout"), { text: "hey" });
+      const anonymous_logs = t.recorder.logs.map((l) => l.text);
+      // A production server sends log lines to admin callers only.
+      const admin = t.http();
+      admin.setAdminAuth(t.adminKey);
+      const admin_shout = await admin.query(fn("values:shout"), { text: "hey" });
       return {
         id: describe(id),
         bodies: describe(bodies),
         action: describe(action),
         echo_action: describe(echoed),
         shout,
+        admin_shout,
+        anonymous_logs,
         logs: t.recorder.logs.map((l) => l.text),
       };
     },
@@ -69,7 +76,12 @@ const checks = {
   plain_error: {
     async run(t) {
       const client = t.http();
-      return { query: await settle(client.query(fn("values:boom"), {})) };
+      const admin = t.http();
+      admin.setAdminAuth(t.adminKey);
+      return {
+        query: await settle(client.query(fn("values:boom"), {})),
+        admin_query: await settle(admin.query(fn("values:boom"), {})),
+      };
     },
   },
 

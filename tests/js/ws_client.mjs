@@ -50,9 +50,11 @@ function mutationTimestamps(recorder) {
 }
 
 /** The server's message of a failed call, as the HTTP API reports it. */
-async function httpMessage(t, kind, path, args) {
+async function httpMessage(t, kind, path, args, { admin = false } = {}) {
+  const client = t.http();
+  if (admin) client.setAdminAuth(t.adminKey);
   try {
-    await t.http()[kind](fn(path), args);
+    await client[kind](fn(path), args);
   } catch (error) {
     return error.message;
   }
@@ -93,12 +95,20 @@ const checks = {
         echo[name] = await settle(client.query(fn("values:echo"), { value }));
       }
       const shout = await client.query(fn("values:shout"), { text: "ws" });
+      const anonymous_logs = t.recorder.logs.map((l) => l.text);
+      const ws = t.recorder.summary();
+      // A production server sends log lines to admin callers only.
+      const admin = t.client();
+      admin.setAdminAuth(t.adminKey);
+      const admin_shout = await admin.query(fn("values:shout"), { text: "ws" });
       return {
         empty: describe(empty),
         echo,
         shout,
+        admin_shout,
+        anonymous_logs,
         logs: t.recorder.logs.map((l) => l.text),
-        ws: t.recorder.summary(),
+        ws,
       };
     },
   },
@@ -316,6 +326,11 @@ const checks = {
       const mutationArgs = { tag: t.tag, count: 1 };
       const mutation = await settle(client.mutation(fn("notes:add_many_then_fail"), mutationArgs));
       const action = await settle(client.action(fn("relay:fail_inside"), {}));
+      const ws = t.recorder.summary();
+      // The same calls as an admin, who is told what was raised.
+      const admin = t.client();
+      admin.setAdminAuth(t.adminKey);
+      const asAdmin = { admin: true };
       return {
         query,
         mutation,
@@ -325,7 +340,23 @@ const checks = {
           mutation: await httpMessage(t, "mutation", "notes:add_many_then_fail", mutationArgs),
           action: await httpMessage(t, "action", "relay:fail_inside", {}),
         },
-        ws: t.recorder.summary(),
+        admin: {
+          query: await settle(admin.query(fn("values:boom"), {})),
+          mutation: await settle(admin.mutation(fn("notes:add_many_then_fail"), mutationArgs)),
+          action: await settle(admin.action(fn("relay:fail_inside"), {})),
+        },
+        admin_http_messages: {
+          query: await httpMessage(t, "query", "values:boom", {}, asAdmin),
+          mutation: await httpMessage(
+            t,
+            "mutation",
+            "notes:add_many_then_fail",
+            mutationArgs,
+            asAdmin,
+          ),
+          action: await httpMessage(t, "action", "relay:fail_inside", {}, asAdmin),
+        },
+        ws,
       };
     },
   },

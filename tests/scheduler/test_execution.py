@@ -4,6 +4,7 @@ once for actions, failures recorded, overdue jobs run after a restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -108,7 +109,9 @@ async def test_a_job_canceled_by_an_earlier_job_of_the_same_pass_leaves_no_trace
         assert "victim" not in tasks.ENTERED
 
 
-async def test_a_failing_mutation_job_is_rolled_back_and_marked_failed(make_env: MakeEnv) -> None:
+async def test_a_failing_mutation_job_is_rolled_back_and_marked_failed(
+    make_env: MakeEnv, caplog: pytest.LogCaptureFixture
+) -> None:
     env = await make_env()
 
     async def schedule(ctx: Any) -> str:
@@ -116,9 +119,15 @@ async def test_a_failing_mutation_job_is_rolled_back_and_marked_failed(make_env:
         return job
 
     job_id = await env.runtime.run_handler(schedule)
-    assert await env.scheduler.run_due() == 1
+    with caplog.at_level(logging.WARNING, logger="basalt.scheduler"):
+        assert await env.scheduler.run_due() == 1
     job = await env.job(job_id)
     assert job["state"] == {"kind": "failed", "error": "Uncaught ValueError: boom"}
+    # No client is told: the server's output (the dev console) is.
+    [record] = [r for r in caplog.records if job_id in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "tasks:fail" in record.getMessage()
+    assert "Uncaught ValueError: boom" in record.getMessage()
     assert job["completedTime"] == START_MS
     assert await env.count("fail") == 0  # its insert was rolled back
     env.manual.advance(60)

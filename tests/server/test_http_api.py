@@ -209,14 +209,15 @@ def test_query_at_ts_never_shows_later_commits(
 
 
 def test_log_lines(http: httpx.Client) -> None:
-    r = call(
-        http, "/api/query", {"path": "values:shout", "args": {"text": "hi"}, "format": ENCODED}
-    )
+    body = {"path": "values:shout", "args": {"text": "hi"}, "format": ENCODED}
+    r = call(http, "/api/query", body, headers={"Authorization": f"Convex {ADMIN_KEY}"})
     assert r.json() == {
         "status": "success",
         "value": "HI",
         "logLines": ["[LOG] shouting hi", "[LOG] twice"],
     }
+    # A production server sends log lines to admin callers only.
+    assert call(http, "/api/query", body).json() == {"status": "success", "value": "HI"}
     # No log lines: the field is left out.
     r = call(http, "/api/query", {"path": "values:echo", "args": {"value": 1}, "format": ENCODED})
     assert "logLines" not in r.json()
@@ -376,18 +377,22 @@ def test_query_called_as_mutation(client: ConvexHttpClient, committed: str) -> N
     assert_still_serving(client, committed)
 
 
-def test_unknown_table(client: ConvexHttpClient, committed: str) -> None:
+def test_unknown_table(
+    client: ConvexHttpClient, admin_client: ConvexHttpClient, committed: str
+) -> None:
     assert client.query("notes:read_ghosts") == []  # a table nobody wrote reads as empty
-    with pytest.raises(ConvexExecutionError) as info:
-        client.mutation("notes:write_ghost", {"tag": committed, "body": "boo"})
+    with pytest.raises(ConvexExecutionError) as info:  # told in full to the admin
+        admin_client.mutation("notes:write_ghost", {"tag": committed, "body": "boo"})
     assert "ghosts" in str(info.value)
     assert client.query("notes:read_ghosts") == []
     assert_still_serving(client, committed)
 
 
-def test_string_over_one_mib_in_a_document(client: ConvexHttpClient, committed: str) -> None:
-    with pytest.raises(ConvexExecutionError) as info:
-        client.mutation("values:store", {"tag": committed, "value": "x" * ((1 << 20) + 1)})
+def test_string_over_one_mib_in_a_document(
+    client: ConvexHttpClient, admin_client: ConvexHttpClient, committed: str
+) -> None:
+    with pytest.raises(ConvexExecutionError) as info:  # told in full to the admin
+        admin_client.mutation("values:store", {"tag": committed, "value": "x" * ((1 << 20) + 1)})
     message = str(info.value)
     assert "1 MiB" in message or "1048576" in message
     assert client.query("values:load", {"tag": committed}) == []

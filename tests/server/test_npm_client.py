@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -54,48 +55,56 @@ def node() -> str:
     return str(shutil.which("node"))
 
 
+def run_node_check(
+    node: str, server: BasaltProcess, script: str, check: str, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Run one check of a script against ``server``; return its details, or fail
+    with what it saw."""
+    assert server.admin_key is not None
+    env = dict(os.environ, BASALT_URL=server.url, BASALT_ADMIN_KEY=server.admin_key)
+    env.pop("BASALT_FRAMES", None)
+    try:
+        proc = subprocess.run(
+            [node, str(JS / script), check],
+            cwd=JS,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        raise AssertionError(
+            f"node {script} {check} ran over {timeout} s (its own deadlines should have "
+            f"ended it first); stderr:\n{stderr[-4000:]}"
+        ) from None
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])["results"][check]
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise AssertionError(
+            f"node {script} {check} exited with {proc.returncode} and printed no result.\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        ) from None
+    if not result["ok"]:
+        frames = "\n".join(result.get("frames", []))
+        raise AssertionError(
+            f"node {script} {check} failed: {result['error']}\n"
+            f"uncaught: {result.get('uncaught')}\nframes (newest last):\n{frames}\n"
+            f"stderr:\n{proc.stderr[-4000:]}"
+        )
+    assert proc.returncode == 0, proc.stderr
+    details: dict[str, Any] = result["details"]
+    return details
+
+
 @pytest.fixture
 def npm(node: str, server: BasaltProcess) -> Check:
-    """Run one check of a script; return its details, or fail with what it saw."""
+    """Run one check of a script against the shared server (see :func:`run_node_check`)."""
 
     def run(script: str, check: str, timeout: float = 30.0) -> dict[str, Any]:
-        assert server.admin_key is not None
-        env = dict(os.environ, BASALT_URL=server.url, BASALT_ADMIN_KEY=server.admin_key)
-        env.pop("BASALT_FRAMES", None)
-        try:
-            proc = subprocess.run(
-                [node, str(JS / script), check],
-                cwd=JS,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-            raise AssertionError(
-                f"node {script} {check} ran over {timeout} s (its own deadlines should have "
-                f"ended it first); stderr:\n{stderr[-4000:]}"
-            ) from None
-        lines = proc.stdout.strip().splitlines()
-        try:
-            result = json.loads(lines[-1])["results"][check]
-        except (IndexError, ValueError, KeyError, TypeError):
-            raise AssertionError(
-                f"node {script} {check} exited with {proc.returncode} and printed no result.\n"
-                f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-            ) from None
-        if not result["ok"]:
-            frames = "\n".join(result.get("frames", []))
-            raise AssertionError(
-                f"node {script} {check} failed: {result['error']}\n"
-                f"uncaught: {result.get('uncaught')}\nframes (newest last):\n{frames}\n"
-                f"stderr:\n{proc.stderr[-4000:]}"
-            )
-        assert proc.returncode == 0, proc.stderr
-        details: dict[str, Any] = result["details"]
-        return details
+        return run_node_check(node, server, script, check, timeout)
 
     return run
 
@@ -178,8 +187,10 @@ def test_http_query_mutation_action(npm: Check) -> None:
     assert d["bodies"] == ["hello"]
     assert d["action"] == {"bodies": ["a", "b"], "count": 2}
     assert d["echo_action"] == {"n": bigint(3)}
-    assert d["shout"] == "HEY"
-    # Server log lines reach the client's logger, prefixed with the function.
+    assert d["shout"] == d["admin_shout"] == "HEY"
+    # The function's log lines reach an admin client's logger, prefixed with the
+    # function; a production server sends none to anyone else.
+    assert not any("shouting" in line for line in d["anonymous_logs"])
     assert any("values:shout" in line and "shouting hey" in line for line in d["logs"])
 
 
@@ -213,6 +224,7 @@ def test_http_convex_error_data(npm: Check) -> None:
     assert without_message(d["query"]["error"]) == convex_error(data)
     assert without_message(d["action"]["error"]) == convex_error({"code": "DEEP"})
     assert "Uncaught ConvexError" in d["mutation"]["error"]["message"]
+    assert ".py" not in d["mutation"]["error"]["message"]  # no traceback for anonymous callers
 
 
 def test_http_plain_error(npm: Check) -> None:
@@ -220,7 +232,11 @@ def test_http_plain_error(npm: Check) -> None:
     assert error["$error"] == "Error"
     assert not error["isConvexError"]
     assert "data" not in error
-    assert "kaboom: something broke" in error["message"]
+    # A production server tells anonymous callers only Convex's production answer;
+    # the admin what was raised.
+    assert re.fullmatch(r"\[Request ID: [0-9a-f]+\] Server Error", error["message"]), error
+    admin_error = npm("http_client.mjs", "plain_error")["admin_query"]["error"]
+    assert "kaboom: something broke" in admin_error["message"]
 
 
 def test_http_consistent_query(npm: Check) -> None:
@@ -257,7 +273,8 @@ def test_ws_query(npm: Check) -> None:
     d = npm("ws_client.mjs", "query")
     assert d["empty"] == []
     assert d["echo"] == {name: {"value": value} for name, value in ROUND_TRIP.items()}
-    assert d["shout"] == "WS"
+    assert d["shout"] == d["admin_shout"] == "WS"
+    assert not any("shouting" in line for line in d["anonymous_logs"])
     assert any("values:shout" in line and "shouting ws" in line for line in d["logs"])
     assert_one_quiet_socket(d["ws"])
 
@@ -359,13 +376,23 @@ def test_ws_convex_error_in_an_action(npm: Check) -> None:
 def test_ws_plain_errors_are_errors_with_the_server_message(npm: Check) -> None:
     d = npm("ws_client.mjs", "plain_error")
     for kind, prefix in (("query", "Q"), ("mutation", "M"), ("action", "A")):
-        error = d[kind]["error"]
-        assert error["$error"] == "Error", error
-        assert not error["isConvexError"]
-        assert "data" not in error
-        assert error["message"].startswith(f"[CONVEX {prefix}("), error
-        assert server_part(d["http_messages"][kind]) in error["message"]
-    assert "kaboom: something broke" in d["query"]["error"]["message"]
+        for told, http_message in ((d, d["http_messages"]), (d["admin"], d["admin_http_messages"])):
+            error = told[kind]["error"]
+            assert error["$error"] == "Error", error
+            assert not error["isConvexError"]
+            assert "data" not in error
+            assert error["message"].startswith(f"[CONVEX {prefix}("), error
+            assert server_part(http_message[kind]) in error["message"]
+    # What the query and the mutation raised is told to anonymous callers of a
+    # production server as the request id and nothing more; the action was called
+    # with bad arguments, which every caller is told (naming the field).
+    for kind in ("query", "mutation"):
+        message = d[kind]["error"]["message"]
+        assert re.search(r"\[Request ID: [0-9a-f]+\] Server Error(\n|$)", message), message
+        assert server_part(d["http_messages"][kind]) == ""
+    assert ".data" in d["action"]["error"]["message"]
+    assert "kaboom: something broke" in d["admin"]["query"]["error"]["message"]
+    assert "kaboom" not in d["query"]["error"]["message"]
     assert_one_quiet_socket(d["ws"])
 
 

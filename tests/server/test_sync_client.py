@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import pickle
+import re
 import select
 import subprocess
 import sys
@@ -255,6 +256,14 @@ def ws(server: BasaltProcess, convex_client: Callable[[str], ClientProcess]) -> 
     return convex_client(server.url)
 
 
+@pytest.fixture
+def admin_ws(server: BasaltProcess, convex_client: Callable[[str], ClientProcess]) -> ClientProcess:
+    """A ConvexClient with the admin key (told everything of failed calls)."""
+    client = convex_client(server.url)
+    client.set_admin_auth(ADMIN_KEY)
+    return client
+
+
 # -- queries, mutations, actions ---------------------------------------------------
 
 
@@ -313,12 +322,19 @@ def test_convex_error_from_an_action_and_a_query(ws: ClientProcess) -> None:
     assert info.value.data == {"code": "Q", "n": ConvexInt64(-1)}
 
 
-def test_ordinary_error_is_an_exception_with_the_message(ws: ClientProcess, tag: str) -> None:
+def test_ordinary_error_is_an_exception_with_the_message(
+    ws: ClientProcess, admin_ws: ClientProcess, tag: str
+) -> None:
+    with pytest.raises(RemoteError) as info:
+        admin_ws.query("values:boom")
+    assert info.value.kind == "Exception"
+    assert "kaboom: something broke" in info.value.message
+    # Anyone else is told Convex's production answer.
     with pytest.raises(RemoteError) as info:
         ws.query("values:boom")
     assert info.value.kind == "Exception"
-    assert "kaboom: something broke" in info.value.message
-    with pytest.raises(RemoteError, match="Could not find function"):
+    assert re.fullmatch(r"\[Request ID: [0-9a-f]+\] Server Error", info.value.message)
+    with pytest.raises(RemoteError, match="Could not find public function"):
         ws.mutation("notes:no_such_function", {"tag": tag})
     # The client is still usable after errors.
     assert ws.query("notes:bodies", {"tag": tag}) == []
@@ -406,11 +422,15 @@ def test_subscription_to_a_failing_query_yields_convex_error_data(ws: ClientProc
     assert info.value.data == {"code": "SUB", "n": ConvexInt64(9)}
 
 
-def test_subscription_to_a_query_failing_with_a_plain_error(ws: ClientProcess, tag: str) -> None:
-    sub = ws.subscribe("values:boom", {})
+def test_subscription_to_a_query_failing_with_a_plain_error(
+    ws: ClientProcess, admin_ws: ClientProcess, tag: str
+) -> None:
+    sub = admin_ws.subscribe("values:boom", {})
     with pytest.raises(RemoteError, match="kaboom: something broke") as info:
         sub.next()
     assert info.value.kind == "Exception"
+    with pytest.raises(RemoteError, match=r"^Exception: \[Request ID: [0-9a-f]+\] Server Error$"):
+        ws.subscribe("values:boom", {}).next()
     # Another subscription of the same client is not affected.
     assert ws.subscribe("notes:bodies", {"tag": tag}).next() == []
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from typing import Any
@@ -140,6 +141,20 @@ async def boom(ctx: Any) -> Any:
 
 
 @query
+async def leaky(ctx: Any, group: str) -> Any:
+    """Prints and logs; fails with a secret in its message once the group has a
+    negative item (for the redaction tests)."""
+    CALLS["leaky"] += 1
+    q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
+    docs = await q.collect()
+    print(f"checked {group}: {len(docs)}")
+    logging.getLogger(__name__).warning("%d items in %s", len(docs), group)
+    if any(d["n"] < 0 for d in docs):
+        raise ValueError("SECRET_DB_PASSWORD=hunter2")
+    return float(len([d for d in docs if d["n"] > 0]))
+
+
+@query
 async def refuse(ctx: Any, code: str) -> Any:
     raise ConvexError({"code": code})
 
@@ -262,6 +277,18 @@ async def held(ctx: Any, key: str, pad: str = "") -> Any:
     return None
 
 
+@mutation
+async def leaky_mutation(ctx: Any) -> Any:
+    print("about to fail")
+    raise ValueError("SECRET_DB_PASSWORD=hunter2")
+
+
+@action
+async def leaky_action(ctx: Any) -> Any:
+    print("about to fail")
+    raise ValueError("SECRET_DB_PASSWORD=hunter2")
+
+
 @query
 async def default(ctx: Any) -> Any:
     return "the default export"
@@ -283,6 +310,9 @@ ITEMS = {
         "whoami",
         "maybe_whoami",
         "logs",
+        "leaky",
+        "leaky_mutation",
+        "leaky_action",
         "boom",
         "refuse",
         "gated",

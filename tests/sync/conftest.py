@@ -292,6 +292,7 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
         schema: SchemaDefinition | None = None,
         db: str = "db.sqlite3",
         durability: str = "process",
+        dev: bool = False,
     ) -> Env:
         if modules is None:
             modules, schema = app_module.MODULES, app_module.schema
@@ -302,7 +303,7 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
             engine = SqliteEngine(tmp_path / db, durability=durability)
         runtime = Runtime(app, engine)
         await runtime.start()
-        hub = SyncHub(runtime)
+        hub = SyncHub(runtime, dev=dev)
         hub.start()
         env = Env(runtime, hub)
         made.append(env)
@@ -324,8 +325,18 @@ async def make_env(tmp_path: Path) -> AsyncIterator[MakeEnv]:
 
 @pytest.fixture
 async def env(make_env: MakeEnv) -> Env:
+    """A production hub (``basalt serve``): clients that are not admins are told
+    no more of failures than Convex's ``[Request ID: …] Server Error``."""
     app_module.CALLS.clear()
     result: Env = await make_env()
+    return result
+
+
+@pytest.fixture
+async def dev_env(make_env: MakeEnv) -> Env:
+    """A development hub (``basalt dev``): every client is told everything."""
+    app_module.CALLS.clear()
+    result: Env = await make_env(dev=True)
     return result
 
 

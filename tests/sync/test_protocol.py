@@ -168,7 +168,8 @@ async def test_convex_error_with_string_data(env: Env) -> None:
     assert c.response(rid)["errorData"] == "plain"
 
 
-async def test_failed_mutation_has_no_error_data(env: Env) -> None:
+async def test_failed_mutation_has_no_error_data(dev_env: Env) -> None:
+    env = dev_env  # the messages in full, as `basalt dev` tells them
     c = await env.connected()
     rid = await c.mutation("items:crash")
     await env.settle()
@@ -266,7 +267,8 @@ async def test_mutation_runs_as_the_identity_it_was_sent_with(env: Env) -> None:
 # -- actions ----------------------------------------------------------------------
 
 
-async def test_action_response(env: Env) -> None:
+async def test_action_response(dev_env: Env) -> None:
+    env = dev_env  # the messages in full, as `basalt dev` tells them
     logs.install()  # pytest swaps sys.stdout between fixture setup and the test
     c = await env.connected()
     rid = await c.action("items:shout", {"text": "ws"})
@@ -289,7 +291,8 @@ async def test_a_transition_follows_an_action(env: Env) -> None:
     assert [m["type"] for m in c.received] == ["ActionResponse", "Transition"]
 
 
-async def test_action_errors(env: Env) -> None:
+async def test_action_errors(dev_env: Env) -> None:
+    env = dev_env  # the messages in full, as `basalt dev` tells them
     c = await env.connected()
     r1 = await c.action("items:refuse_action", {"code": "A_FAIL"})
     r2 = await c.action("items:broken_action")
@@ -310,7 +313,8 @@ async def test_action_errors(env: Env) -> None:
 # -- query results ----------------------------------------------------------------
 
 
-async def test_query_failures(env: Env) -> None:
+async def test_query_failures(dev_env: Env) -> None:
+    env = dev_env  # the messages in full, as `basalt dev` tells them
     c = await env.connected()
     q_boom = await c.subscribe("items:boom")
     q_refuse = await c.subscribe("items:refuse", {"code": "Q_FAIL"})
@@ -336,7 +340,8 @@ async def test_query_failures(env: Env) -> None:
     assert await env.fresh("items:everything") == []
 
 
-async def test_log_lines_of_queries(env: Env) -> None:
+async def test_log_lines_of_queries(dev_env: Env) -> None:
+    env = dev_env  # the messages in full, as `basalt dev` tells them
     logs.install()
     c = await env.connected()
     qid = await c.subscribe("items:logs", {"group": "a"})
