@@ -17,7 +17,7 @@ from typing import Any
 from basalt.errors import BadRequest, BasaltError, InvalidValue
 from basalt.runtime import Outcome, Runtime
 from basalt.runtime.outcome import error_data, error_message, request_id
-from basalt.values.wire import from_convex_json, to_clean_json, to_convex_json
+from basalt.values.wire import from_convex_json, parse_json, to_clean_json, to_convex_json
 
 from .asgi import Request, Response, error_response, json_response
 from .auth import Caller
@@ -52,19 +52,15 @@ def _encoder(fmt: Any) -> Any:
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f'{name} is not JSON (write NaN and ±Infinity as {{"$float": ...}})')
-
-
 def parse_json_body(body: bytes) -> Any:
-    """Strict JSON (no ``NaN``/``Infinity`` literals); every number is a float64."""
+    """The request body as JSON under the wire's number rule
+    (:func:`~basalt.values.wire.parse_json`: every number a float64, no
+    ``NaN``/``Infinity`` literals)."""
     try:
-        return json.loads(body, parse_int=float, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}", code="BadJsonBody") from None
-    except RecursionError:
+        return parse_json(body)
+    except InvalidValue as exc:
         raise BadRequest(
-            "The request body is not valid JSON: it is nested too deeply", code="BadJsonBody"
+            f"The request body is not valid JSON: {exc.message}", code="BadJsonBody"
         ) from None
 
 
