@@ -12,6 +12,9 @@
   credential variables; default: files in ``<data>/blobs``.
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
   default) or ``power`` (survive power loss: fsync every commit).
+- ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT``,
+  ``BASALT_MAX_CONNECTIONS``: limits on HTTP clients, read by
+  :mod:`basalt.server.connections`.
 
 A running server records its URL, process id and admin key in
 ``<data>/server.json`` (readable by its owner only), so that ``basalt run``

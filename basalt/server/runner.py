@@ -25,6 +25,13 @@ from basalt.scheduler import Scheduler
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
 from .config import ConfigError, ServerConfig
+from .connections import (
+    KEEP_ALIVE_TIMEOUT,
+    ConnectionGuard,
+    ConnectionLimits,
+    limited_protocol,
+    raise_open_file_limit,
+)
 from .site import SiteApp
 from .websocket import MAX_FRAME_BYTES
 
@@ -182,6 +189,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
         app, loaded = await _wait_for_loadable(config.app_dir, loaded)
     admin_key = config.ensure_admin_key()
     authenticator = build_authenticator(admin_key, config.app_dir)
+    limits = ConnectionLimits.from_env(raise_open_file_limit())
+    http_protocol = limited_protocol(ConnectionGuard(limits))
     sock = _listen(config.host, config.port)
     config.port = sock.getsockname()[1]
     try:
@@ -222,7 +231,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             access_log=False,
             ws="websockets-sansio",
             ws_max_size=MAX_FRAME_BYTES + (1 << 20),
-            http="httptools",
+            http=http_protocol,
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
         )
     )
@@ -233,7 +243,8 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             log_level="warning",
             access_log=False,
             ws="none",
-            http="httptools",
+            http=http_protocol,
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
         )
     )
