@@ -19,6 +19,10 @@
 A running server records its URL, process id and admin key in
 ``<data>/server.json`` (readable by its owner only), so that ``basalt run``
 finds it.
+
+Everything in the data folder is private to its owner: the folder is ``0700``
+(an existing one with a looser mode is tightened when a server starts), its
+files ``0600``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +64,8 @@ class ServerConfig:
     admin_key: str | None = None
     durability: str = "process"
     public_url: str | None = None
+    #: True once :meth:`ensure_admin_key` has generated (and stored) a new key
+    admin_key_generated: bool = False
 
     @classmethod
     def from_env(cls, **values: object) -> ServerConfig:
@@ -105,7 +112,7 @@ class ServerConfig:
             self.admin_key = stored
             return stored
         path = self.data_dir / ADMIN_KEY_FILE
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_data_dir()
         key = f"basalt|{secrets.token_hex(32)}"
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -113,7 +120,23 @@ class ServerConfig:
             f.write(key + "\n")
         os.replace(tmp, path)
         self.admin_key = key
+        self.admin_key_generated = True
         return key
+
+    def prepare_data_dir(self) -> None:
+        """Create the data folder readable by its owner only (``0700``), or
+        tighten an existing one to that (without touching the process umask)."""
+        data = self.data_dir
+        if not data.exists():
+            data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(data.stat().st_mode)
+            if mode & 0o077:
+                data.chmod(mode & 0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"the data folder {str(data)!r} cannot be made private to its owner: {exc}"
+            ) from None
 
     def open_storage(self) -> Persistence:
         """The storage engine this config selects (not yet opened)."""
@@ -149,7 +172,7 @@ class ServerConfig:
     def write_server_file(self) -> None:
         """Record this process as the server of the data folder (URL, pid and admin
         key, so that ``basalt run`` can call it). Readable by the owner only."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_data_dir()
         path = self.data_dir / SERVER_FILE
         info = {
             "url": self.url,

@@ -24,7 +24,7 @@ from basalt.scheduler import Scheduler
 
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
-from .config import ConfigError, ServerConfig
+from .config import ADMIN_KEY_FILE, ConfigError, ServerConfig
 from .connections import (
     KEEP_ALIVE_TIMEOUT,
     ConnectionGuard,
@@ -187,6 +187,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             raise
         _say(f"✖ {exc.message}\n  (fix the file; Basalt starts serving when it loads)")
         app, loaded = await _wait_for_loadable(config.app_dir, loaded)
+    config.prepare_data_dir()
     admin_key = config.ensure_admin_key()
     authenticator = build_authenticator(admin_key, config.app_dir)
     limits = ConnectionLimits.from_env(raise_open_file_limit())
@@ -258,7 +259,7 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
     _say(
         f"Basalt serving {config.app_dir} ({len(app.functions)} functions) at {config.url}\n"
         f"  HTTP actions at {config.site_url}\n"
-        f"  data: {config.data_dir}   admin key: {admin_key}"
+        f"  data: {config.data_dir}   admin key: {_shown_key(config, admin_key, dev=reload)}"
     )
     try:
         await _serve_all((server, sock), (site_server, site_sock))
@@ -274,6 +275,17 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
         await runtime.stop()
         sock.close()
         site_sock.close()
+
+
+def _shown_key(config: ServerConfig, admin_key: str, *, dev: bool) -> str:
+    """The admin key as the start-up banner shows it: ``basalt dev`` always
+    prints it, ``basalt serve`` only when it has just generated it (a key in
+    every start's output ends up in logs)."""
+    if dev or config.admin_key_generated:
+        return admin_key
+    if os.environ.get("BASALT_ADMIN_KEY") == admin_key:
+        return "from BASALT_ADMIN_KEY"
+    return f"in {config.data_dir / ADMIN_KEY_FILE}"
 
 
 async def _serve_all(*pairs: tuple[_Server, socket.socket]) -> None:
