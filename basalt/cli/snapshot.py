@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -203,8 +204,14 @@ async def export_snapshot(
     summary = Summary()
     schema = await storage.get_meta(SCHEMA_META_KEY) or ""
     partial = out.with_name(out.name + ".partial")
+    # The snapshot holds every document: readable by its owner only (0600).
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        os.fchmod(fd, 0o600)  # a leftover .partial may have had another mode
+        with (
+            os.fdopen(fd, "wb", closefd=False) as raw,
+            zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
+        ):
             zf.writestr("README.md", README)
             async with storage.read() as tx:
                 tables = tx.catalog.tables()
@@ -232,8 +239,11 @@ async def export_snapshot(
                     summary.bytes += file_bytes
             manifest = Manifest(entries, summary.files, file_bytes, schema)
             zf.writestr(MANIFEST, json.dumps(manifest.to_json(), indent=2) + "\n")
+        os.close(fd)
         os.replace(partial, out)
     except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         partial.unlink(missing_ok=True)
         raise
     summary.seconds = time.monotonic() - started

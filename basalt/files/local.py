@@ -21,7 +21,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -36,6 +38,8 @@ from .base import (
     UploadTooLarge,
 )
 from .keys import check_key, is_uuid_text
+
+log = logging.getLogger("basalt.files")
 
 T = TypeVar("T")
 
@@ -99,8 +103,20 @@ class LocalBlobStore:
         await self._run(self._prepare)
 
     def _prepare(self) -> None:
-        tmp = self.root / _TMP
-        tmp.mkdir(parents=True, exist_ok=True)
+        # Blobs are private to their owner: folders 0700 (an existing root with
+        # a looser mode is tightened), files 0600 (mkstemp's mode, kept by the
+        # rename). The process umask is left alone.
+        root = self.root
+        if not root.exists():
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(root.stat().st_mode)
+        if mode & 0o077:
+            try:
+                root.chmod(mode & 0o700)
+            except OSError as exc:
+                log.warning("could not make %s private to its owner: %s", root, exc)
+        tmp = root / _TMP
+        tmp.mkdir(mode=0o700, exist_ok=True)
         cutoff = time.time() - STALE_TEMP_AGE_S
         for entry in os.scandir(tmp):
             with contextlib.suppress(OSError):
@@ -211,7 +227,7 @@ class LocalBlobStore:
         folder = final.parent
         created = not folder.is_dir()
         if created:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(tmp_name, final)
         if self.fsync:
             _fsync_dir(folder)

@@ -76,6 +76,7 @@ class TxState:
     """Everything the ``ctx.db`` objects of one run share."""
 
     __slots__ = (
+        "bytes_read_before",
         "bytes_written",
         "creation_times",
         "documents_read",
@@ -102,6 +103,9 @@ class TxState:
         self.creation_times = creation_times
         self.read_set = ReadSet()
         self.documents_read = 0
+        #: what the transaction had read before this function (several queries
+        #: may share one read transaction: the sync hub's cycle, query_batch)
+        self.bytes_read_before = tx.bytes_read
         self.documents_written = 0
         self.bytes_written = 0
         #: True for Basalt's own internal runs, which may write system tables.
@@ -123,7 +127,7 @@ class TxState:
                 "take() fewer documents, or paginate.",
                 code="TooManyDocumentsRead",
             )
-        if self.tx.bytes_read > limits.max_bytes_read:
+        if self.tx.bytes_read - self.bytes_read_before > limits.max_bytes_read:
             raise LimitExceeded(
                 f"Too many bytes read in a single function execution "
                 f"(limit: {limits.max_bytes_read} bytes). Read fewer or smaller documents.",

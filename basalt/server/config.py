@@ -17,10 +17,17 @@
 - ``BASALT_ACTION_THREADS``: how many ``def`` actions may run at once (default 64).
 - ``BASALT_STOP_TIMEOUT``: seconds a graceful stop (SIGINT, SIGTERM) may take
   before the process exits anyway (default 10).
+- ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT``,
+  ``BASALT_MAX_CONNECTIONS``: limits on HTTP clients, read by
+  :mod:`basalt.server.connections`.
 
 A running server records its URL, process id and admin key in
 ``<data>/server.json`` (readable by its owner only), so that ``basalt run``
 finds it, and holds the data folder's lock (:mod:`.data_lock`) while it runs.
+
+Everything in the data folder is private to its owner: the folder is ``0700``
+(an existing one with a looser mode is tightened when a server starts), its
+files ``0600``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +77,8 @@ class ServerConfig:
     action_threads: int = 64
     #: seconds a graceful stop may take before the process exits anyway
     stop_timeout: float = 10.0
+    #: True once :meth:`ensure_admin_key` has generated (and stored) a new key
+    admin_key_generated: bool = False
 
     @classmethod
     def from_env(cls, **values: object) -> ServerConfig:
@@ -121,7 +131,7 @@ class ServerConfig:
             self.admin_key = stored
             return stored
         path = self.data_dir / ADMIN_KEY_FILE
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_data_dir()
         key = f"basalt|{secrets.token_hex(32)}"
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -129,6 +139,7 @@ class ServerConfig:
             f.write(key + "\n")
         os.replace(tmp, path)
         self.admin_key = key
+        self.admin_key_generated = True
         return key
 
     @property
@@ -143,6 +154,21 @@ class ServerConfig:
         :class:`~.data_lock.DataFolderBusy` naming the holder."""
         shared = self.uses_postgres and not exclusive
         return DataFolderLock.acquire(self.data_dir, command, shared=shared)
+
+    def prepare_data_dir(self) -> None:
+        """Create the data folder readable by its owner only (``0700``), or
+        tighten an existing one to that (without touching the process umask)."""
+        data = self.data_dir
+        if not data.exists():
+            data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(data.stat().st_mode)
+            if mode & 0o077:
+                data.chmod(mode & 0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"the data folder {str(data)!r} cannot be made private to its owner: {exc}"
+            ) from None
 
     def open_storage(self) -> Persistence:
         """The storage engine this config selects (not yet opened)."""
@@ -183,7 +209,7 @@ class ServerConfig:
         server's marker is left alone: ``basalt run`` keeps calling that one,
         and this process will not remove it when it stops. (On SQLite this
         process holds the folder's lock: any other marker is stale.)"""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_data_dir()
         if self.uses_postgres:
             other = running_server(self.data_dir)
             if other is not None and other.pid != os.getpid():

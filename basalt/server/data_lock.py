@@ -60,7 +60,7 @@ class DataFolderLock:
         """Take the lock of ``data_dir`` (made if missing) for ``command`` (e.g.
         ``"basalt serve"``), or raise :class:`DataFolderBusy` naming its holder.
         Never waits."""
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as all of it
         path = data_dir / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by children
         try:

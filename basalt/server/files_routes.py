@@ -13,6 +13,13 @@ Downloads stream the blob with ``Content-Type``, ``Content-Length``,
 ``Content-Range``, an unsatisfiable one 416; a header with several ranges is
 ignored (the whole file, 200), as RFC 9110 allows. The path segment must be a
 canonical lowercase UUID, anything else is a 404 without touching the store.
+
+Files are served from the API origin, so a stored file must never run script
+there: every download carries ``X-Content-Type-Options: nosniff``, and a file
+whose type is not on :data:`INLINE_TYPES` (HTML, SVG, XML, JavaScript, unknown
+types ...) also ``Content-Security-Policy: sandbox`` and ``Content-Disposition:
+attachment``, so that a browser opening it saves it, or shows it without
+script in an opaque origin.
 """
 
 from __future__ import annotations
@@ -36,6 +43,32 @@ log = logging.getLogger("basalt.server")
 PREFIX = "/api/storage/"
 UPLOAD_PATH = "/api/storage/upload"
 CACHE_CONTROL = "private, max-age=2592000"
+#: Media types a browser shows without running script, served inline. Every
+#: other type (text/html, image/svg+xml, XML, JavaScript, unknown ones) is
+#: served as an attachment in a sandbox (see the module docstring).
+INLINE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/apng",
+        "image/bmp",
+        "image/x-icon",
+        "image/vnd.microsoft.icon",
+        "application/pdf",
+        "text/plain",
+        "text/csv",
+        "application/json",
+    }
+)
+#: Media type families a browser only plays.
+INLINE_FAMILIES = ("audio/", "video/")
+_SANDBOX_HEADERS = (
+    ("content-security-policy", "sandbox"),
+    ("content-disposition", "attachment"),
+)
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
 
 
@@ -89,11 +122,23 @@ class StreamingResponse(Response):
         gone.set()
 
 
+#: Digits beyond which a Range position is larger than any file (2^63 has 19):
+#: longer numbers are not converted (Python refuses int() of over 4,300 digits).
+_MAX_POSITION_DIGITS = 19
+
+
+def _position(digits: str) -> int:
+    """A Range byte position; one too long to be a file offset reads as 2^64."""
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else 1 << 64
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     """The byte range ``[start, end)`` a ``Range`` header asks for.
 
     None: serve the whole file (no header, a malformed one, or several ranges);
-    False: the range cannot be satisfied (416).
+    False: the range cannot be satisfied (416). Positions of any length are
+    read: a first byte beyond the file is unsatisfiable, a last byte beyond it
+    means the end of the file, a suffix longer than the file is the whole file.
     """
     if header is None or "," in header:
         return None
@@ -104,15 +149,23 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _position(last)
         return False if n == 0 or size == 0 else (max(0, size - n), size)
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None
     if start >= size:
         return False
-    end = size if not last else min(int(last) + 1, size)
+    end = size if not last else min(_position(last) + 1, size)
     return start, end
+
+
+def is_inline(content_type: str | None) -> bool:
+    """Whether a stored file of this type may be shown inline from the API origin."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in INLINE_TYPES or media.startswith(INLINE_FAMILIES)
 
 
 def parse_digest(request: Request) -> bytes | None:
@@ -224,6 +277,8 @@ class FileRoutes:
             ("accept-ranges", "bytes"),
             ("x-content-type-options", "nosniff"),
         ]
+        if not is_inline(file.content_type):
+            headers.extend(_SANDBOX_HEADERS)
         wanted = parse_range(request.headers.get("range"), file.size)
         if_range = request.headers.get("if-range")
         if if_range is not None and if_range.strip() != etag:

@@ -25,7 +25,14 @@ from basalt.scheduler import Scheduler
 from . import signals
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
-from .config import ConfigError, ServerConfig
+from .config import ADMIN_KEY_FILE, ConfigError, ServerConfig
+from .connections import (
+    KEEP_ALIVE_TIMEOUT,
+    ConnectionGuard,
+    ConnectionLimits,
+    limited_protocol,
+    raise_open_file_limit,
+)
 from .data_lock import DataFolderBusy
 from .site import SiteApp
 from .websocket import MAX_FRAME_BYTES, SyncLimits
@@ -180,8 +187,11 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
         _say(f"✖ {exc.message}\n  (fix the file; Basalt starts serving when it loads)")
         app, loaded = await _wait_for_loadable(config.app_dir, loaded)
     sync_limits = SyncLimits.from_env()
+    config.prepare_data_dir()
     admin_key = config.ensure_admin_key()
     authenticator = build_authenticator(admin_key, config.app_dir)
+    limits = ConnectionLimits.from_env(raise_open_file_limit())
+    http_protocol = limited_protocol(ConnectionGuard(limits))
     sock = _listen(config.host, config.port)
     config.port = sock.getsockname()[1]
     try:
@@ -225,7 +235,8 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
             access_log=False,
             ws="websockets-sansio",
             ws_max_size=MAX_FRAME_BYTES + (1 << 20),
-            http="httptools",
+            http=http_protocol,
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
         )
     )
@@ -236,7 +247,8 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
             log_level="warning",
             access_log=False,
             ws="none",
-            http="httptools",
+            http=http_protocol,
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
         )
     )
@@ -250,7 +262,7 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
     _say(
         f"Basalt serving {config.app_dir} ({len(app.functions)} functions) at {config.url}\n"
         f"  HTTP actions at {config.site_url}\n"
-        f"  data: {config.data_dir}   admin key: {admin_key}"
+        f"  data: {config.data_dir}   admin key: {_shown_key(config, admin_key, dev=reload)}"
     )
     try:
         await _serve_all((server, sock), (site_server, site_sock))
@@ -268,6 +280,17 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
             site_sock.close()
         finally:
             remove_handlers()  # until here, a signal that hangs on shutdown still exits
+
+
+def _shown_key(config: ServerConfig, admin_key: str, *, dev: bool) -> str:
+    """The admin key as the start-up banner shows it: ``basalt dev`` always
+    prints it, ``basalt serve`` only when it has just generated it (a key in
+    every start's output ends up in logs)."""
+    if dev or config.admin_key_generated:
+        return admin_key
+    if os.environ.get("BASALT_ADMIN_KEY") == admin_key:
+        return "from BASALT_ADMIN_KEY"
+    return f"in {config.data_dir / ADMIN_KEY_FILE}"
 
 
 async def _serve_all(*pairs: tuple[_Server, socket.socket]) -> None:

@@ -30,8 +30,11 @@ if that ``COMMIT`` fails, all of them fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -47,6 +50,8 @@ from .catalog import MemoryCatalog
 from .commitlog import decode_commit, encode_writes
 from .sqlite_checkpoint import CHECKPOINT_PAGES, Checkpointer
 from .sqlite_tx import CommitGroup, SqliteReader, SqliteWriter
+
+log = logging.getLogger("basalt.storage")
 
 DURABILITY_SYNC = {"process": "NORMAL", "power": "FULL"}
 #: A commit group is committed at the latest when it holds this many commits.
@@ -66,6 +71,32 @@ CREATE TABLE IF NOT EXISTS index_entries(
 CREATE TABLE IF NOT EXISTS commits(ts INTEGER PRIMARY KEY, writes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+
+
+def _private_database(path: Path) -> None:
+    """Make the database file readable by its owner only before SQLite opens it.
+
+    The database holds every document and the file-storage secret. SQLite
+    creates the ``-wal``, ``-shm`` and ``-journal`` files with the database
+    file's mode, so the file is created ``0600`` here first (its folder
+    ``0700`` if missing); an existing database and its companions with looser
+    modes are tightened. The process umask is left alone: Basalt may run
+    inside a user's process.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm", f"{path.name}-journal"):
+        companion = path.with_name(name)
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+            if mode & 0o077:
+                companion.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours to change: say so, and go on
+            log.warning("could not make %s private to its owner: %s", companion, exc)
 
 
 def _connect(path: str, sync: str) -> apsw.Connection:
@@ -193,7 +224,7 @@ class SqliteEngine:
     # -- lifecycle -----------------------------------------------------------
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_database(Path(self.path))
         writer = _connect(self.path, self._sync)
         with writer:
             writer.execute(_LAYOUT)

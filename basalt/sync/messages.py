@@ -9,12 +9,11 @@ for ``json.dumps``; values inside them are already in the Convex JSON encoding.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from basalt.errors import BasaltError, InvalidValue
-from basalt.values.wire import from_convex_json
+from basalt.values.wire import from_convex_json, parse_json
 
 U32_MAX = 2**32 - 1
 
@@ -141,9 +140,9 @@ def _args(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 def parse(text: str | bytes) -> ClientMessage:
     """Parse one client frame."""
     try:
-        msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"a message is not valid JSON: {exc}") from None
+        msg = parse_json(text)  # the same number rule as HTTP bodies
+    except InvalidValue as exc:
+        raise ProtocolError(f"a message is not valid JSON: {exc.message}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
     if "type" not in msg:

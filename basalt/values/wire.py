@@ -46,6 +46,7 @@ __all__ = [
     "from_convex_json",
     "loads",
     "loads_stored",
+    "parse_json",
     "to_clean_json",
     "to_convex_json",
 ]
@@ -182,10 +183,17 @@ def _decode_special(key: str, payload: object) -> Value:
 
 def _decode(obj: Any, depth: int) -> Value:
     t = type(obj)
-    if t is str or t is float or t is bool or obj is None:
+    if t is float:
+        if not _isfinite(obj):  # parse_json refuses the literals: this number overflowed
+            raise _BadValue(_OVERFLOW)
+        return obj  # type: ignore[no-any-return]
+    if t is str or t is bool or obj is None:
         return obj  # type: ignore[no-any-return]
     if t is int:
-        return float(obj)
+        try:
+            return float(obj)
+        except OverflowError:
+            raise _BadValue(_OVERFLOW) from None
     if t is dict:
         if len(obj) == 1:  # maybe {"$integer": …}, {"$float": …} or {"$bytes": …}: a scalar
             for key, payload in obj.items():
@@ -229,11 +237,13 @@ def _decode(obj: Any, depth: int) -> Value:
 
 
 def from_convex_json(obj: object) -> Value:
-    """Decode a ``json.loads`` result in ``convex_encoded_json`` into a Convex value.
+    """Decode a :func:`parse_json` result in ``convex_encoded_json`` into a Convex value.
 
     JSON integers (Python ``int``) become float64, ``$integer`` an ``Int64``.
     Raises :class:`InvalidValue` with the path for bad ``$integer``/``$float``/
-    ``$bytes`` payloads, any other ``$`` field name, or nesting deeper than
+    ``$bytes`` payloads, any other ``$`` field name, a plain number that is not
+    finite (a JSON number beyond the float64 range, such as ``1e400``, reads as
+    infinity: only ``$float`` spells NaN and ±Infinity), or nesting deeper than
     ``MAX_VALUE_DEPTH``. Field names are not otherwise checked (see ``check_value``).
     """
     try:
@@ -242,8 +252,35 @@ def from_convex_json(obj: object) -> Value:
         raise _invalid("value", err) from None
 
 
+# -- the JSON number rule, one for every client JSON (HTTP bodies, WebSocket frames) --
+#
+# Every JSON number is a float64 (protocol.md §2). NaN and ±Infinity exist only
+# as {"$float": …}: the literals NaN/Infinity/-Infinity, which Python's json
+# module would accept, are refused here, and a number too large for a float64
+# (1e400, or 400 digits), which would silently become infinity, is refused by
+# from_convex_json (checking there costs nothing on the path every value takes).
+
+_FLOAT_HINT = 'write NaN and ±Infinity as {"$float": ...}'
+_OVERFLOW = f"a number is outside the float64 range (it would read as ±Infinity; {_FLOAT_HINT})"
+
+
 def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
+    raise ValueError(f"{name} is not valid JSON ({_FLOAT_HINT})")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse JSON text from a client under the wire's number rule.
+
+    Every number becomes a float64; the literals ``NaN``, ``Infinity`` and
+    ``-Infinity`` are refused. Raises :class:`InvalidValue` whose message says
+    what is wrong (without a prefix: the caller says what was being read).
+    """
+    try:
+        return json.loads(text, parse_int=float, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError included
+        raise InvalidValue(str(exc)) from None
+    except RecursionError:
+        raise InvalidValue("it is nested too deeply") from None
 
 
 def dumps(value: object) -> str:
@@ -256,9 +293,9 @@ def dumps(value: object) -> str:
 def loads(text: str | bytes) -> Value:
     """Parse ``convex_encoded_json`` text; raises :class:`InvalidValue` on bad JSON."""
     try:
-        obj = json.loads(text, parse_int=float, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise InvalidValue(f"Invalid JSON: {exc}") from None
+        obj = parse_json(text)
+    except InvalidValue as exc:
+        raise InvalidValue(f"Invalid JSON: {exc.message}") from None
     return from_convex_json(obj)
 
 

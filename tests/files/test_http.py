@@ -500,3 +500,61 @@ async def test_uploads_sweep_orphan_blobs_once_a_day(
         return not await s.files.blobs.exists(orphan)
 
     await wait_for(swept, "an upload a day later to sweep the orphan blob")
+
+
+async def test_range_positions_of_any_length(served: MakeServed, http: httpx.AsyncClient) -> None:
+    """Range numbers too long for Python's int() (over 4,300 digits) are read
+    as beyond the file, never a server error."""
+    s = await served()
+    data = os.urandom(1000)
+    url = await s.query("get_url", {"id": await stored(s, http, data)})
+    huge = "9" * 5000
+    beyond = await http.get(url, headers={"range": f"bytes={huge}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == "bytes */1000"
+    beyond_both = await http.get(url, headers={"range": f"bytes={huge}-{huge}9"})
+    assert beyond_both.status_code == 416
+    to_the_end = await http.get(url, headers={"range": f"bytes=10-{huge}"})
+    assert to_the_end.status_code == 206 and to_the_end.content == data[10:]
+    whole = await http.get(url, headers={"range": f"bytes=-{huge}"})
+    assert whole.status_code == 206 and whole.content == data
+
+
+@pytest.mark.parametrize(
+    ("content_type", "inline"),
+    [
+        ("text/html", False),
+        ("text/html; charset=utf-8", False),
+        ("TEXT/HTML", False),
+        ("application/xhtml+xml", False),
+        ("image/svg+xml", False),
+        ("text/xml", False),
+        ("application/xml", False),
+        ("text/javascript", False),
+        ("application/x-unknown-thing", False),
+        (None, False),
+        ("image/png", True),
+        ("image/jpeg", True),
+        ("application/pdf", True),
+        ("text/plain; charset=utf-8", True),
+        ("video/mp4", True),
+    ],
+)
+async def test_active_content_is_sandboxed(
+    served: MakeServed, http: httpx.AsyncClient, content_type: str | None, inline: bool
+) -> None:
+    """A stored file is served from the API origin: one a browser could run
+    script from is sent as a sandboxed attachment; images, PDFs, text inline."""
+    s = await served()
+    headers = {"content-type": content_type} if content_type else {}
+    page = b"<html><script>fetch('/api/query')</script></html>"
+    url = await s.query("get_url", {"id": await stored(s, http, page, **headers)})
+    for got in (await http.get(url), await http.get(url, headers={"range": "bytes=0-5"})):
+        assert got.status_code in (200, 206)
+        assert got.headers["x-content-type-options"] == "nosniff"
+        if inline:
+            assert "content-security-policy" not in got.headers
+            assert "content-disposition" not in got.headers
+        else:
+            assert got.headers["content-security-policy"] == "sandbox"
+            assert got.headers["content-disposition"] == "attachment"

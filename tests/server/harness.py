@@ -127,8 +127,11 @@ class BasaltProcess:
         command: str = "serve",
         env: dict[str, str] | None = None,
         port: int = 0,
+        open_files: int | None = None,
     ) -> None:
         self.app, self.data, self.command = app, data, command
+        #: the process's limit of open files (soft and hard), if not inherited
+        self.open_files = open_files
         self.port = port
         self.admin_key = admin_key
         self.env = {
@@ -166,8 +169,20 @@ class BasaltProcess:
         cmd = [sys.executable, "-m", "basalt.cli.main", self.command]
         cmd += ["--app", str(self.app), "--data", str(self.data), "--port", str(self.port)]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                preexec_fn=None if self.open_files is None else self._limit_open_files,
+            )
         return self
+
+    def _limit_open_files(self) -> None:
+        import resource
+
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def wait_ready(self, timeout: float = 30.0) -> BasaltProcess:
         """Wait until the server has written its marker and answers ``/health``."""

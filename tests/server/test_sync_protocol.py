@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from convex.http_client import ConvexHttpClient
 from websockets.client import ClientProtocol
@@ -812,3 +813,55 @@ def test_slow_consumer_is_dropped_without_its_cooperation(
         )
     finally:
         slow.close()
+
+
+# -- one JSON number rule for HTTP bodies and WebSocket frames ----------------------
+
+#: Numbers that JSON (as Python reads it) would turn into NaN or ±Infinity, and
+#: the phrase both transports must use to refuse them.
+NON_FINITE_NUMBERS = [
+    pytest.param("NaN", "NaN is not valid JSON", id="nan-literal"),
+    pytest.param("Infinity", "Infinity is not valid JSON", id="infinity-literal"),
+    pytest.param("-Infinity", "-Infinity is not valid JSON", id="minus-infinity-literal"),
+    pytest.param("1e400", "outside the float64 range", id="overflowing-exponent"),
+    pytest.param("-1e400", "outside the float64 range", id="overflowing-negative"),
+    pytest.param("9" * 400, "outside the float64 range", id="overflowing-digits"),
+]
+
+
+@pytest.mark.parametrize(("number", "phrase"), NON_FINITE_NUMBERS)
+def test_one_json_number_rule_for_http_and_websocket(
+    server: BasaltProcess,
+    open_sync: Callable[..., SyncSocket],
+    client: ConvexHttpClient,
+    tag: str,
+    number: str,
+    phrase: str,
+) -> None:
+    """A NaN/Infinity literal or a number beyond float64 is refused over HTTP
+    (400) and over the WebSocket (FatalError for that connection only), with
+    the same explanation; only {"$float": ...} spells NaN and ±Infinity."""
+    args = '{"tag": "' + tag + '", "body": "x", "pos": ' + number + "}"
+    response = httpx.post(
+        server.url + "/api/mutation",
+        content=('{"path": "notes:add", "args": ' + args + "}").encode(),
+        timeout=STEP,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "BadJsonBody"
+    http_message = response.json()["message"]
+    assert phrase in http_message and '{"$float": ...}' in http_message
+
+    frame = '{"type": "Mutation", "requestId": 0, "udfPath": "notes:add", "args": [' + args + "]}"
+    bad = open_sync(server.url)
+    bad.ws.send(frame)
+    messages = bad.closed(STEP)
+    assert messages and messages[-1]["type"] == "FatalError", messages
+    ws_message = messages[-1]["error"]
+    # The same explanation, from where each names the problem on.
+    assert ws_message[ws_message.index(phrase) :] == http_message[http_message.index(phrase) :]
+    # Nothing was written, and others are still served.
+    assert client.query("notes:bodies", {"tag": tag}) == []
+    other = open_sync(server.url)
+    other.mutate("notes:add", {"tag": tag, "body": "fine", "pos": 1.0})
+    assert client.query("notes:bodies", {"tag": tag}) == ["fine"]

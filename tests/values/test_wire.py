@@ -21,6 +21,7 @@ from basalt.values import (
     to_clean_json,
     to_convex_json,
 )
+from basalt.values.wire import parse_json
 
 from .test_model import NAN_BITS, convex_values, float_bits, float_from_bits, same
 
@@ -277,3 +278,24 @@ def test_storage_extreme_floats() -> None:
         loaded: Any = loads_stored(dumps_stored(x))
         assert float_bits(loaded) == float_bits(x)
     assert loads_stored(dumps_stored(2**63 - 1)) == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"x": 1e400}', r"Invalid value at \.x: a number is outside the float64 range"),
+        ("[-1e999]", r"Invalid value at \[0\]: a number is outside the float64 range"),
+        ("9" * 400, "a number is outside the float64 range"),
+    ],
+)
+def test_numbers_beyond_float64_are_refused(text: str, message: str) -> None:
+    """JSON reads 1e400 as infinity; only {"$float": ...} may spell it."""
+    with pytest.raises(InvalidValue, match=message):
+        loads(text)
+
+
+def test_parse_json_reads_every_number_as_float64() -> None:
+    assert parse_json('{"a": 5, "b": [1.5, -0]}') == {"a": 5.0, "b": [1.5, -0.0]}
+    assert type(parse_json("5")) is float
+    with pytest.raises(InvalidValue, match="NaN is not valid JSON"):
+        parse_json("[NaN]")
