@@ -248,7 +248,7 @@ class HttpApi:
                         path, args, kind="query", admin=caller.admin
                     )
                 except Exception as exc:
-                    outcome = Outcome(error=exc, log_lines=[])
+                    outcome = Outcome(error=exc, log_lines=[], rejected=True)
                 else:
                     outcome = await self.runtime.run_query_in(
                         tx, function, call_args, caller.identity

@@ -9,7 +9,7 @@ for ``json.dumps``; values inside them are already in the Convex JSON encoding.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from basalt.errors import BasaltError, InvalidValue
@@ -80,6 +80,8 @@ class FunctionRequest:
     udf_path: str
     args: dict[str, Any]
     component_path: str | None
+    #: the size of the frame it came in (large arguments are checked off the loop)
+    size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ def parse(text: str | bytes) -> ClientMessage:
             udf_path=_str(msg, "udfPath", kind),
             args=_args(msg, kind),
             component_path=_str(msg, "componentPath", kind, optional=True),
+            size=len(text),
         )
     if kind == "Authenticate":
         token_type = msg.get("tokenType")

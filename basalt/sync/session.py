@@ -29,6 +29,9 @@ from .remembered import Answer
 
 log = logging.getLogger("basalt.sync")
 
+#: Frames larger than this are decoded on the runtime's decoding thread.
+LARGE_FRAME_BYTES = 256 << 10
+
 
 class TokenVerifier(Protocol):
     """What the session needs from the server's authenticator."""
@@ -97,7 +100,10 @@ class SyncSession:
     async def handle(self, text: str | bytes) -> None:
         """Handle one client frame; :class:`~basalt.sync.messages.ProtocolError`
         means the connection must end with a FatalError."""
-        msg = m.parse(text)
+        if len(text) > LARGE_FRAME_BYTES:  # decoded off the loop: it serves others meanwhile
+            msg = await self.runtime.off_loop(lambda: m.parse(text))
+        else:
+            msg = m.parse(text)
         if isinstance(msg, m.Connect):
             await self._connect(msg)
         elif isinstance(msg, m.ModifyQuerySet):
@@ -316,7 +322,12 @@ class SyncSession:
                 self._send(response)
             else:
                 outcome = await self.runtime.call(
-                    req.udf_path, req.args, kind="action", identity=identity, admin=admin
+                    req.udf_path,
+                    req.args,
+                    kind="action",
+                    identity=identity,
+                    admin=admin,
+                    args_size=req.size,
                 )
                 self._send(self._response(m.action_response, req, outcome, admin))
         except Exception as exc:
@@ -373,7 +384,12 @@ class SyncSession:
         self, req: m.FunctionRequest, identity: dict[str, Any] | None, admin: bool
     ) -> Answer:
         outcome = await self.runtime.call(
-            req.udf_path, req.args, kind="mutation", identity=identity, admin=admin
+            req.udf_path,
+            req.args,
+            kind="mutation",
+            identity=identity,
+            admin=admin,
+            args_size=req.size,
         )
         response = self._response(m.mutation_response, req, outcome, admin)
         return response, outcome.ts if response["success"] else None

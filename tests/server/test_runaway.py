@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from convex.http_client import ConvexExecutionError
+from websockets.sync.client import connect as ws_connect
 
 from .harness import APPS, BasaltProcess
 
@@ -169,6 +171,17 @@ def test_a_second_sigint_exits_at_once(
     assert "SIGINT received again; exiting now" in server.output()
 
 
+def _health_meanwhile(server: BasaltProcess, calls: list[concurrent.futures.Future[Any]]) -> int:
+    """How many /health answers a well-behaved client got while ``calls`` ran."""
+    answered = 0
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        while not all(call.done() for call in calls):
+            assert http.get("/health").status_code == 200
+            if not all(call.done() for call in calls):
+                answered += 1
+    return answered
+
+
 def test_large_arguments_are_decoded_while_the_server_answers(
     basalt_process: Callable[..., BasaltProcess],
     runaway_app: Path,
@@ -192,11 +205,37 @@ def test_large_arguments_are_decoded_while_the_server_answers(
         return response.json()
 
     calls = [pool.submit(big) for _ in range(8)]
-    answered_meanwhile = 0
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        while not all(call.done() for call in calls):
-            assert http.get("/health").status_code == 200
-            if not all(call.done() for call in calls):
-                answered_meanwhile += 1
+    answered_meanwhile = _health_meanwhile(server, calls)
     assert [call.result() for call in calls] == [{"status": "success", "value": 8000.0}] * 8
+    assert answered_meanwhile >= 100, answered_meanwhile
+
+
+def test_large_websocket_frames_are_decoded_while_the_server_answers(
+    basalt_process: Callable[..., BasaltProcess],
+    runaway_app: Path,
+    tmp_path: Path,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """The same over the sync WebSocket: eight mutations of ~9 MB each."""
+    server = basalt_process(runaway_app, tmp_path / "data").start()
+    rows = [[i + 0.123456] * 90 for i in range(8000)]
+    frame = json.dumps(
+        {"type": "Mutation", "requestId": 0, "udfPath": "hold:store_size", "args": [{"rows": rows}]}
+    )
+    assert len(frame) > 8 << 20
+    url = server.url.replace("http://", "ws://") + "/api/sync"
+
+    def big() -> Any:
+        with ws_connect(url, max_size=None, compression=None, proxy=None) as ws:
+            hello = {"type": "Connect", "sessionId": str(uuid.uuid4()), "connectionCount": 0}
+            ws.send(json.dumps(hello))
+            ws.send(frame)
+            while True:
+                message = json.loads(ws.recv(timeout=120))
+                if message["type"] == "MutationResponse":
+                    return message["success"], message["result"]
+
+    calls = [pool.submit(big) for _ in range(8)]
+    answered_meanwhile = _health_meanwhile(server, calls)
+    assert [call.result() for call in calls] == [(True, 8000.0)] * 8
     assert answered_meanwhile >= 100, answered_meanwhile

@@ -71,3 +71,8 @@ async def size(ctx, rows):
 @action
 async def async_ping(ctx):
     return await ctx.run_query("hold:ping", {})
+
+
+@mutation(args={"rows": v.array(v.array(v.float64()))})
+async def store_size(ctx, rows):
+    return float(len(rows))
