@@ -23,6 +23,9 @@ says to declare the action with plain ``def``.)
 
 What an action asks of the deployment (``ctx.run_query``, ``ctx.scheduler``,
 ``ctx.storage``) is sent back to the server's loop (:mod:`basalt.runtime.loops`).
+Context variables travel with the work both ways (a callback handed to another
+loop runs in a copy of its sender's context), so what the caller set — the
+scheduler's running job, say — is seen by the action and by what it calls.
 """
 
 from __future__ import annotations

@@ -81,13 +81,37 @@ class MutationCtx:
 
 
 Runner = Callable[[Any, dict[str, Any] | None], Awaitable[Any]]
+SyncRunner = Callable[[Any, dict[str, Any] | None], Any]
 
 
-class ActionCtx:
+class _ActionCtxBase:
+    """What both kinds of action ``ctx`` hold: auth, the scheduler, file
+    storage, and how to run other functions."""
+
+    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler", "storage")
+
+    def __init__(
+        self,
+        auth: Any,
+        run_query: Any,
+        run_mutation: Any,
+        run_action: Any,
+        scheduler: Any = None,
+        storage: Any = None,
+    ) -> None:
+        self.auth = auth
+        self._run_query = run_query
+        self._run_mutation = run_mutation
+        self._run_action = run_action
+        self.scheduler = scheduler
+        self.storage = storage
+
+
+class ActionCtx(_ActionCtxBase):
     """``ctx`` of an action: no database, but it can run other functions, use
     the network and the real clock."""
 
-    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler", "storage")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -98,12 +122,7 @@ class ActionCtx:
         scheduler: Any = None,
         storage: Any = None,
     ) -> None:
-        self.auth = auth
-        self._run_query = run_query
-        self._run_mutation = run_mutation
-        self._run_action = run_action
-        self.scheduler = scheduler
-        self.storage = storage
+        super().__init__(auth, run_query, run_mutation, run_action, scheduler, storage)
 
     async def run_query(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
         """Run a query (public or internal) in its own read transaction."""
@@ -118,15 +137,12 @@ class ActionCtx:
         return await self._run_action(fn, args)
 
 
-SyncRunner = Callable[[Any, dict[str, Any] | None], Any]
-
-
-class SyncActionCtx:
+class SyncActionCtx(_ActionCtxBase):
     """``ctx`` of an action declared with plain ``def``: the same as
     :class:`ActionCtx`, but every method returns its result directly (the
-    action runs on a worker thread of its own, so waiting blocks only it)."""
+    action runs on a thread of its own, so waiting blocks only it)."""
 
-    __slots__ = ("_run_action", "_run_mutation", "_run_query", "auth", "scheduler", "storage")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -137,12 +153,7 @@ class SyncActionCtx:
         scheduler: Any = None,
         storage: Any = None,
     ) -> None:
-        self.auth = auth
-        self._run_query = run_query
-        self._run_mutation = run_mutation
-        self._run_action = run_action
-        self.scheduler = scheduler
-        self.storage = storage
+        super().__init__(auth, run_query, run_mutation, run_action, scheduler, storage)
 
     def run_query(self, fn: Function | str, args: dict[str, Any] | None = None) -> Any:
         """Run a query (public or internal) in its own read transaction."""

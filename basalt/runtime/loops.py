@@ -64,10 +64,9 @@ def _relayed_args(
     return tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}
 
 
-class OnLoop:
+class _View:
     """A view of ``target`` (a service object of the server's loop, such as
-    ``ctx.storage``) whose ``async`` methods run on ``loop`` when called from
-    another loop."""
+    ``ctx.storage``) whose ``async`` methods are called through :meth:`_call`."""
 
     __slots__ = ("_loop", "_target")
 
@@ -79,47 +78,43 @@ class OnLoop:
         attr = getattr(self._target, name)
         if not inspect.iscoroutinefunction(attr):
             return attr
+        call = self._call(attr)
+        call.__name__ = name
+        call.__doc__ = attr.__doc__
+        return call
+
+    def _call(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return repr(self._target)
+
+
+class OnLoop(_View):
+    """A view whose ``async`` methods run on ``loop`` when called from another loop."""
+
+    __slots__ = ()
+
+    def _call(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         loop = self._loop
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             here = asyncio.get_running_loop()
             if here is not loop:
                 args, kwargs = _relayed_args(args, kwargs, here)
-            return await on_loop(loop, attr(*args, **kwargs))
+            return await on_loop(loop, method(*args, **kwargs))
 
-        call.__name__ = name
-        call.__doc__ = attr.__doc__
         return call
 
-    def __repr__(self) -> str:
-        return repr(self._target)
 
+class Blocking(_View):
+    """A view whose ``async`` methods are plain functions that block until
+    ``loop`` has run them (for ``def`` action handlers)."""
 
-class Blocking:
-    """A view of ``target`` whose ``async`` methods are plain functions that
-    block until ``loop`` has run them (for ``def`` action handlers)."""
+    __slots__ = ()
 
-    __slots__ = ("_loop", "_target")
-
-    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._target = target
-        self._loop = loop
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._target, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-        loop = self._loop
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return run_blocking(loop, attr(*args, **kwargs))
-
-        call.__name__ = name
-        call.__doc__ = attr.__doc__
-        return call
-
-    def __repr__(self) -> str:
-        return repr(self._target)
+    def _call(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        return blocking_function(self._loop, method)
 
 
 def blocking_function(
