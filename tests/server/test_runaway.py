@@ -171,12 +171,21 @@ def test_a_second_sigint_exits_at_once(
     assert "SIGINT received again; exiting now" in server.output()
 
 
+#: ~9.6 MB of arguments whose decoding and checking is mostly Python code (about
+#: 0.4 s of it a call): on the event loop, a well-behaved client got 17-20 answers
+#: while eight such calls ran; decoded off the loop, 170-270.
+ROWS = [["abcd"] * 150 for _ in range(8000)]
+MEANWHILE = 60
+
+
 def _health_meanwhile(server: BasaltProcess, calls: list[concurrent.futures.Future[Any]]) -> int:
-    """How many /health answers a well-behaved client got while ``calls`` ran."""
+    """How many answers a well-behaved client got while ``calls`` ran (from
+    ``/version``, which needs nothing but the event loop: a loop held for the
+    whole of each call answers about once per call)."""
     answered = 0
     with httpx.Client(base_url=server.url, timeout=30) as http:
         while not all(call.done() for call in calls):
-            assert http.get("/health").status_code == 200
+            assert http.get("/version").status_code == 200
             if not all(call.done() for call in calls):
                 answered += 1
     return answered
@@ -191,8 +200,7 @@ def test_large_arguments_are_decoded_while_the_server_answers(
     """Eight concurrent calls with ~9 MB of arguments each: a well-behaved
     client's requests are answered while they are decoded and checked."""
     server = basalt_process(runaway_app, tmp_path / "data").start()
-    rows = [[i + 0.123456] * 90 for i in range(8000)]
-    body = json.dumps({"path": "hold:size", "args": {"rows": rows}, "format": "json"})
+    body = json.dumps({"path": "hold:size", "args": {"rows": ROWS}, "format": "json"})
     assert len(body) > 8 << 20
 
     def big() -> Any:
@@ -207,7 +215,7 @@ def test_large_arguments_are_decoded_while_the_server_answers(
     calls = [pool.submit(big) for _ in range(8)]
     answered_meanwhile = _health_meanwhile(server, calls)
     assert [call.result() for call in calls] == [{"status": "success", "value": 8000.0}] * 8
-    assert answered_meanwhile >= 100, answered_meanwhile
+    assert answered_meanwhile >= MEANWHILE, answered_meanwhile
 
 
 def test_large_websocket_frames_are_decoded_while_the_server_answers(
@@ -218,9 +226,8 @@ def test_large_websocket_frames_are_decoded_while_the_server_answers(
 ) -> None:
     """The same over the sync WebSocket: eight mutations of ~9 MB each."""
     server = basalt_process(runaway_app, tmp_path / "data").start()
-    rows = [[i + 0.123456] * 90 for i in range(8000)]
     frame = json.dumps(
-        {"type": "Mutation", "requestId": 0, "udfPath": "hold:store_size", "args": [{"rows": rows}]}
+        {"type": "Mutation", "requestId": 0, "udfPath": "hold:store_size", "args": [{"rows": ROWS}]}
     )
     assert len(frame) > 8 << 20
     url = server.url.replace("http://", "ws://") + "/api/sync"
@@ -238,4 +245,4 @@ def test_large_websocket_frames_are_decoded_while_the_server_answers(
     calls = [pool.submit(big) for _ in range(8)]
     answered_meanwhile = _health_meanwhile(server, calls)
     assert [call.result() for call in calls] == [(True, 8000.0)] * 8
-    assert answered_meanwhile >= 100, answered_meanwhile
+    assert answered_meanwhile >= MEANWHILE, answered_meanwhile

@@ -63,7 +63,7 @@ def in_a_thread(ctx):
     return ctx.run_query("hold:ping", {})
 
 
-@query(args={"rows": v.array(v.array(v.float64()))})
+@query(args={"rows": v.array(v.array(v.string()))})
 async def size(ctx, rows):
     return float(len(rows))
 
@@ -73,6 +73,6 @@ async def async_ping(ctx):
     return await ctx.run_query("hold:ping", {})
 
 
-@mutation(args={"rows": v.array(v.array(v.float64()))})
+@mutation(args={"rows": v.array(v.array(v.string()))})
 async def store_size(ctx, rows):
     return float(len(rows))
