@@ -158,6 +158,20 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             f"the app folder {str(config.app_dir)!r} does not exist: pass --app DIR, "
             "or create one with `basalt init`"
         )
+    stopping = signals.install(grace=config.stop_timeout)
+    try:
+        await _serve_in_folder(config, reload=reload, stopping=stopping)
+    except asyncio.CancelledError:
+        if stopping.received is None:
+            raise
+        # A signal while starting (or waiting for a broken app to be fixed): done.
+    finally:
+        stopping.restore()
+
+
+async def _serve_in_folder(
+    config: ServerConfig, *, reload: bool, stopping: signals.Stopping
+) -> None:
     command = "basalt dev" if reload else "basalt serve"
     try:
         lock = config.lock_data_folder(command)
@@ -174,10 +188,12 @@ async def serve(config: ServerConfig, *, reload: bool = False) -> None:
             code="DataFolderBusy",
         ) from None
     with lock:
-        await _serve_locked(config, reload=reload)
+        await _serve_locked(config, reload=reload, stopping=stopping)
 
 
-async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
+async def _serve_locked(
+    config: ServerConfig, *, reload: bool, stopping: signals.Stopping
+) -> None:
     loaded = _fingerprint(config.app_dir)
     try:
         app = load_app(config.app_dir)
@@ -252,7 +268,7 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
             timeout_graceful_shutdown=3,
         )
     )
-    remove_handlers = signals.install([server, site_server], grace=config.stop_timeout)
+    stopping.stop_servers([server, site_server])
     watcher = None
     if reload:
         watcher = asyncio.create_task(
@@ -267,19 +283,16 @@ async def _serve_locked(config: ServerConfig, *, reload: bool) -> None:
     try:
         await _serve_all((server, sock), (site_server, site_sock))
     finally:
-        try:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            config.remove_server_file()
-            await asgi.aclose()
-            await scheduler.stop()
-            await runtime.stop()
-            sock.close()
-            site_sock.close()
-        finally:
-            remove_handlers()  # until here, a signal that hangs on shutdown still exits
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        config.remove_server_file()
+        await asgi.aclose()
+        await scheduler.stop()
+        await runtime.stop()
+        sock.close()
+        site_sock.close()
 
 
 def _shown_key(config: ServerConfig, admin_key: str, *, dev: bool) -> str:

@@ -6,8 +6,9 @@ their own that waits for them (``sigwait``). So a signal is seen even while
 the event loop is held — by a blocking call, or by a long call into C that
 Python signal handlers would wait for.
 
-- The first signal asks every server to stop gracefully and starts the clock:
-  if the process is still running :data:`GRACE_SECONDS` later, it exits anyway.
+- The first signal asks every server to stop gracefully (a server still
+  starting just ends) and starts the clock: if the process is still running
+  :data:`GRACE_SECONDS` later, it exits anyway.
 - A second signal exits at once.
 
 A forced exit skips the shutdown code, as ``kill -9`` would; every acknowledged
@@ -22,23 +23,18 @@ ends such a process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any
 
 #: How long a graceful stop may take after the first signal, in seconds.
 GRACE_SECONDS = 10.0
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class Stoppable(Protocol):
-    """What a server offers to be stopped (uvicorn's ``Server``)."""
-
-    should_exit: bool
 
 
 def block() -> None:
@@ -57,40 +53,79 @@ def _force_exit(signum: int, why: str) -> None:
     os._exit(128 + signum)
 
 
-def install(servers: Sequence[Stoppable], *, grace: float = GRACE_SECONDS) -> Callable[[], None]:
-    """Stop ``servers`` on SIGINT and SIGTERM (see the module docstring); returns a
-    function that stops listening for them. Call it from the main thread, after
-    :func:`block` (threads started before that could still be handed a
-    signal); elsewhere nothing is installed."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    finished = threading.Event()
+class Stopping:
+    """SIGINT and SIGTERM being listened for (made by :func:`install`).
 
-    def wait() -> None:
+    What the first signal does is :attr:`action`, run on the event loop: at
+    first it cancels the task that installed it (a server still starting, or
+    waiting for a broken app to be fixed, just ends); once the servers run,
+    :meth:`stop_servers` makes it ask them to stop gracefully.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, action: Callable[[], object]) -> None:
+        self._loop = loop
+        self.action = action
+        #: the signal received first (None: none yet)
+        self.received: int | None = None
+        self._finished = threading.Event()
+        self._previous: set[int | signal.Signals] | None = None
+        self._waiter: threading.Thread | None = None
+
+    def stop_servers(self, servers: Sequence[Any]) -> None:
+        """From now on the first signal sets ``should_exit`` on ``servers``."""
+
+        def stop() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        self.action = stop
+
+    def _fire(self) -> None:
+        self.action()
+
+    def _wait(self, grace: float) -> None:
         signum = signal.sigwait(_SIGNALS)
-        if finished.is_set():
+        if self._finished.is_set():
             return
+        self.received = signum
         name = signal.Signals(signum).name
         _say(f"basalt: {name} received, stopping (send it again to exit at once)\n")
-        for server in servers:
-            server.should_exit = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are exiting anyway
+            self._loop.call_soon_threadsafe(self._fire)
         again = signal.sigtimedwait(_SIGNALS, grace)
-        if finished.is_set():
+        if self._finished.is_set():
             return
         if again is None:
             _force_exit(signum, f"the server did not stop within {grace:g} s of {name}")
         else:
             _force_exit(again.si_signo, f"{signal.Signals(again.si_signo).name} received again")
 
-    waiter = threading.Thread(target=wait, name="basalt-signals", daemon=True)
-    waiter.start()
-
-    def restore() -> None:
-        finished.set()
-        if waiter.is_alive() and waiter.ident is not None:
+    def restore(self) -> None:
+        """Stop listening; the signals' previous mask is back."""
+        self._finished.set()
+        waiter = self._waiter
+        if waiter is not None and waiter.is_alive() and waiter.ident is not None:
             signal.pthread_kill(waiter.ident, signal.SIGTERM)  # wakes it; it sees `finished`
             waiter.join(5)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if self._previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)
 
-    return restore
+
+def install(*, grace: float = GRACE_SECONDS) -> Stopping:
+    """Listen for SIGINT and SIGTERM (see the module docstring) from now on, from
+    a task on the running loop, which the first signal cancels until
+    :meth:`Stopping.stop_servers` says otherwise. Call it from the main thread,
+    after :func:`block` (threads started before that could still be handed a
+    signal); elsewhere nothing is listened for."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopping = Stopping(loop, task.cancel if task is not None else (lambda: None))
+    if threading.current_thread() is not threading.main_thread():
+        return stopping
+    stopping._previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    waiter = threading.Thread(
+        target=stopping._wait, args=(grace,), name="basalt-signals", daemon=True
+    )
+    stopping._waiter = waiter
+    waiter.start()
+    return stopping

@@ -246,3 +246,16 @@ def test_large_websocket_frames_are_decoded_while_the_server_answers(
     answered_meanwhile = _health_meanwhile(server, calls)
     assert [call.result() for call in calls] == [(True, 8000.0)] * 8
     assert answered_meanwhile >= MEANWHILE, answered_meanwhile
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_dev_while_it_waits_for_a_broken_app(
+    basalt_process: Callable[..., BasaltProcess], runaway_app: Path, tmp_path: Path, sig: int
+) -> None:
+    (runaway_app / "broken.py").write_text("def x(:\n")
+    server = basalt_process(runaway_app, tmp_path / "data", command="dev").launch()
+    server.wait_for_output("fix the file; Basalt starts serving when it loads")
+    assert server.proc is not None
+    server.proc.send_signal(sig)
+    assert server.proc.wait(timeout=30) == 0
+    assert f"{signal.Signals(sig).name} received, stopping" in server.output()
