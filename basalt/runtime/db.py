@@ -7,6 +7,7 @@ reads and become visible to everyone else atomically when it commits.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from basalt.errors import BasaltError, InvalidValue
@@ -160,8 +161,11 @@ class DatabaseWriter(DatabaseReader):
         table = self._state.tx.catalog.table_by_number(number)
         return None if table is None else table.name
 
-    async def insert(self, table: str, value: dict[str, Any]) -> str:
-        """Insert a new document; returns its id."""
+    def insert(self, table: str, value: dict[str, Any]) -> Coroutine[Any, Any, str]:
+        """Insert a new document; returns (await it) its id."""
+        return self._state.track("ctx.db.insert", self._insert(table, value))
+
+    async def _insert(self, table: str, value: dict[str, Any]) -> str:
         state = self._state
         if type(table) is not str or not table:
             _check_table_name(table, "db.insert")
@@ -189,8 +193,12 @@ class DatabaseWriter(DatabaseReader):
             raise DatabaseError(f"{what}: no document with id {doc_id!r} exists (deleted?)")
         return table, old
 
-    async def patch(self, doc_id: str, fields: dict[str, Any]) -> None:
-        """Shallow-merge ``fields`` into the document (``UNSET`` removes a field)."""
+    def patch(self, doc_id: str, fields: dict[str, Any]) -> Coroutine[Any, Any, None]:
+        """Shallow-merge ``fields`` into the document (``UNSET`` removes a field);
+        await it."""
+        return self._state.track("ctx.db.patch", self._patch(doc_id, fields))
+
+    async def _patch(self, doc_id: str, fields: dict[str, Any]) -> None:
         if type(fields) is not dict:
             raise DatabaseError(f"db.patch: fields must be a dict, got {type(fields).__name__}")
         table, old = await self._existing(doc_id, "db.patch")
@@ -206,8 +214,12 @@ class DatabaseWriter(DatabaseReader):
                 new[name] = value
         await self._write(table, old, new, "db.patch")
 
-    async def replace(self, doc_id: str, value: dict[str, Any]) -> None:
-        """Replace the document's fields by ``value`` (system fields are kept)."""
+    def replace(self, doc_id: str, value: dict[str, Any]) -> Coroutine[Any, Any, None]:
+        """Replace the document's fields by ``value`` (system fields are kept);
+        await it."""
+        return self._state.track("ctx.db.replace", self._replace(doc_id, value))
+
+    async def _replace(self, doc_id: str, value: dict[str, Any]) -> None:
         if type(value) is not dict:
             raise DatabaseError(f"db.replace: value must be a dict, got {type(value).__name__}")
         table, old = await self._existing(doc_id, "db.replace")
@@ -228,8 +240,11 @@ class DatabaseWriter(DatabaseReader):
         await self._state.writer.replace(table, old, new)
         self._state.count_write(size)
 
-    async def delete(self, doc_id: str) -> None:
-        """Delete the document."""
+    def delete(self, doc_id: str) -> Coroutine[Any, Any, None]:
+        """Delete the document; await it."""
+        return self._state.track("ctx.db.delete", self._delete(doc_id))
+
+    async def _delete(self, doc_id: str) -> None:
         table, old = await self._existing(doc_id, "db.delete")
         await self._state.writer.delete(table, old)
         self._state.count_write(0)

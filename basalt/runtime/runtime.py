@@ -45,7 +45,7 @@ from .loops import Blocking, OnLoop, blocking_function, on_loop
 from .outcome import Outcome
 from .schema_apply import apply_schema
 from .services import Services
-from .transaction import Limits, TxState
+from .transaction import Limits, TxState, WriteNotAwaited
 
 CallKind = Literal["query", "mutation", "action"]
 
@@ -456,6 +456,10 @@ class Runtime:
                     now = self.clock.time_ns()
                     frozen = determinism.Frozen(now, now, "mutation")
                     await self._invoke(function, ctx, args, outcome, frozen, limited=limited)
+                    if outcome.error is None and state.writes is not None:
+                        missed = state.unawaited()
+                        if missed:
+                            outcome.error = _not_awaited(function, missed)
                     if outcome.error is None and before_commit is not None:
                         system_state = TxState(
                             tx,
@@ -617,6 +621,14 @@ def _timed_out(function: Function, budget: float | None) -> LimitExceeded:
         f"{budget:g} s (it holds the server meanwhile). Move long work to an action, or split "
         "it across several mutations (ctx.scheduler)",
         code="FunctionTimeout",
+    )
+
+
+def _not_awaited(function: Function, missed: list[str]) -> WriteNotAwaited:
+    calls = ", ".join(f"{name}(...)" for name in dict.fromkeys(missed))
+    return WriteNotAwaited(
+        f"{function.path} called {calls} without `await`, so the write would not have "
+        f"happened; nothing was written. Write `await {missed[0]}(...)`"
     )
 
 

@@ -20,7 +20,7 @@ executes due jobs is :mod:`basalt.scheduler` (the runtime never imports it).
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -260,6 +260,25 @@ class MutationScheduler(_SchedulerBase):
             )
             self._db = DatabaseWriter(system)
         return self._db
+
+    # Part of the mutation's transaction: each call is a write it must await.
+    def run_after(
+        self, seconds: float, fn: FunctionRef, args: Mapping[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Run ``fn(**args)`` ``seconds`` after this mutation commits (0: as soon as
+        it commits); returns (await it) the id of the job in ``_scheduled_functions``."""
+        return self._state.track("ctx.scheduler.run_after", super().run_after(seconds, fn, args))
+
+    def run_at(
+        self, when: datetime | float, fn: FunctionRef, args: Mapping[str, Any] | None = None
+    ) -> Coroutine[Any, Any, str]:
+        """Run ``fn(**args)`` at ``when`` (see the action scheduler's ``run_at``);
+        returns (await it) the id of the job in ``_scheduled_functions``."""
+        return self._state.track("ctx.scheduler.run_at", super().run_at(when, fn, args))
+
+    def cancel(self, job_id: str) -> Coroutine[Any, Any, None]:
+        """Cancel a scheduled function when this mutation commits; await it."""
+        return self._state.track("ctx.scheduler.cancel", super().cancel(job_id))
 
     def _now_ms(self) -> float:
         # The mutation's frozen clock (the runtime's clock when it started).

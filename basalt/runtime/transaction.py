@@ -3,14 +3,24 @@ it read (for subscriptions and conflict checks), and its limits."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from basalt.errors import LimitExceeded
+from basalt.errors import BasaltError, LimitExceeded
 from basalt.schema import SchemaDefinition
 from basalt.storage.base import CATALOG_INDEX_ID, Commit, ReadTransaction, WriteTransaction
 
 from .clock import CreationTimes
+
+T = TypeVar("T")
+
+
+class WriteNotAwaited(BasaltError):
+    """A mutation called a write (``ctx.db.insert`` & co.) without ``await``."""
+
+    code = "WriteNotAwaited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,7 @@ class TxState:
         "schema",
         "system",
         "tx",
+        "writes",
     )
 
     def __init__(
@@ -110,6 +121,27 @@ class TxState:
         self.bytes_written = 0
         #: True for Basalt's own internal runs, which may write system tables.
         self.system = system
+        #: the writes the function asked for, each a coroutine it must await
+        #: (see :meth:`unawaited`); None until the first
+        self.writes: list[tuple[str, Coroutine[Any, Any, Any]]] | None = None
+
+    def track(self, name: str, write: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+        """Note a write (``ctx.db.insert(...)`` and the like) the function must await."""
+        writes = self.writes
+        if writes is None:
+            self.writes = [(name, write)]
+        else:
+            writes.append((name, write))
+        return write
+
+    def unawaited(self) -> list[str]:
+        """The writes the function never awaited (they did nothing), closed."""
+        missed = []
+        for name, write in self.writes or ():
+            if inspect.getcoroutinestate(write) == inspect.CORO_CREATED:
+                missed.append(name)
+                write.close()  # no "never awaited" warning on top of the error
+        return missed
 
     @property
     def writer(self) -> WriteTransaction:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from basalt.errors import BasaltError
@@ -117,9 +117,12 @@ class StorageWriter(StorageReader):
         """A URL to POST one file's bytes to, valid for an hour and for one upload."""
         return self._service.upload_url()
 
-    async def delete(self, storage_id: str) -> None:
+    def delete(self, storage_id: str) -> Coroutine[Any, Any, None]:
         """Delete the file when this mutation commits (its URL then answers 404);
-        if the mutation fails, the file stays."""
+        if the mutation fails, the file stays. Await it."""
+        return self._state.track("ctx.storage.delete", self._delete(storage_id))
+
+    async def _delete(self, storage_id: str) -> None:
         doc_id = await delete_file_row(self._state, storage_id, "storage.delete")
         self._service.delete_after_commit(doc_id)
 
