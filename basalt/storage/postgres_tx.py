@@ -10,6 +10,7 @@ the runtime retries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -150,6 +151,10 @@ class PgWriter(PgReader):
         self.committed_ts: int | None = None
         #: set once COMMIT (or ROLLBACK) has been sent
         self.finished = False
+        #: held while the catalog changes: a function may run writes of one
+        #: transaction concurrently (asyncio.gather), and a change awaits the
+        #: database between reading the catalog and adding to it
+        self._catalog_lock = asyncio.Lock()
 
     async def _own_catalog(self) -> MemoryCatalog:
         """The catalog to change: a private copy, with the version bumped in the
@@ -171,15 +176,25 @@ class PgWriter(PgReader):
         table = self.catalog.table_by_name(name)
         if table is not None:
             return table
-        catalog = await self._own_catalog()
-        table = TableInfo(name=name, number=catalog.next_table_number(name.startswith("_")))
-        await self._insert_catalog_row(q.INSERT_TABLE, (table.number, name))
-        catalog.add_table(table)
-        self._keys.append(KeyWrite(CATALOG_INDEX_ID, name.encode()))
-        await self._create_index(table, BY_CREATION_TIME, ())
+        async with self._catalog_lock:
+            table = self.catalog.table_by_name(name)  # made meanwhile by a concurrent write
+            if table is not None:
+                return table
+            catalog = await self._own_catalog()
+            table = TableInfo(name=name, number=catalog.next_table_number(name.startswith("_")))
+            await self._insert_catalog_row(q.INSERT_TABLE, (table.number, name))
+            catalog.add_table(table)
+            self._keys.append(KeyWrite(CATALOG_INDEX_ID, name.encode()))
+            await self._add_index_row(table, BY_CREATION_TIME, ())
         return table
 
     async def _create_index(
+        self, table: TableInfo, name: str, fields: tuple[str, ...]
+    ) -> IndexInfo:
+        async with self._catalog_lock:
+            return await self._add_index_row(table, name, fields)
+
+    async def _add_index_row(
         self, table: TableInfo, name: str, fields: tuple[str, ...]
     ) -> IndexInfo:
         catalog = await self._own_catalog()
