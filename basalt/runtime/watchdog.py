@@ -48,6 +48,8 @@ from typing import Any
 
 from basalt.storage import base as _storage_base
 
+from .frames import innermost_app_frame
+
 log = logging.getLogger("basalt.runtime")
 
 #: How often the watchdog thread looks at the loops it watches, in seconds.
@@ -219,7 +221,10 @@ def _warn_blocked(slot: _Slot, seconds: float) -> None:
     if frame is None:
         return
     culprit = slot.describe(frame) if slot.describe is not None else None
-    where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    # The app's line holding the loop; Basalt's or a library's innermost frame
+    # (a patched time.sleep, a socket read) only when no app code is on the stack.
+    app = innermost_app_frame(frame)
+    where = str(app) if app is not None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
     if culprit is not None:
         log.warning(
             "%s has blocked %s for %.1f s (at %s): %s",
