@@ -16,6 +16,7 @@ every ``logging.getLogger(__name__)`` in the app) logs INFO and above.
 
 from __future__ import annotations
 
+import difflib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -34,6 +35,8 @@ from basalt.schema import SchemaDefinition
 
 from .functions import Function
 
+#: Function paths longer than this get no "did you mean" (a client chooses the path).
+_MAX_SUGGESTED_PATH = 200
 _load_counter = itertools.count(1)
 _PACKAGE_PREFIX = "_basalt_app_"
 
@@ -110,14 +113,44 @@ class App:
             nearby = sorted(
                 p for p, f in self.functions.items() if p.startswith(module + ":") and f.is_public
             )
+            hints = []
+            meant = self._did_you_mean(path)
+            if meant:
+                hints.append(f"(did you mean {' or '.join(meant)}?)")
+            if nearby:
+                hints.append(f"(public functions in module {module!r}: {', '.join(nearby)})")
             raise FunctionNotFound(
                 f"Could not find function for '{canonical_path(path)}'. "
                 "Did you forget to define it in the app folder?",
-                detail=f"(public functions in module {module!r}: {', '.join(nearby)})"
-                if nearby
-                else None,
+                detail=" ".join(hints) or None,
             )
         return fn
+
+    def _did_you_mean(self, path: str) -> list[str]:
+        """Paths of the app close to ``path``, which is not one: the same path
+        spelled with ``.`` or ``/`` for ``:`` (``messages.list``,
+        ``messages/list``) or ``.`` for ``/`` (``ai.saga:stream``), or a
+        close module or function name (``message:list``). Told only to callers
+        who see everything (it names functions), and bounded in cost: a client
+        chooses the path."""
+        if len(path) > _MAX_SUGGESTED_PATH:
+            return []
+        functions = self.functions
+        module, sep, name = path.partition(":")
+        if sep:
+            forms = [f"{module.replace('.', '/')}:{name}"]
+        else:  # the function name after the last "." or "/"
+            cut = max(path.rfind("."), path.rfind("/"))
+            forms = [f"{path[:cut].replace('.', '/')}:{path[cut + 1 :]}"] if cut > 0 else []
+        found = [f for f in forms if f in functions]
+        if not found:
+            module, _, name = canonical_path(forms[0] if forms else path).partition(":")
+            modules = sorted({p.partition(":")[0] for p in functions})
+            for close in difflib.get_close_matches(module, modules, n=3, cutoff=0.6):
+                names = [p.partition(":")[2] for p in functions if p.startswith(close + ":")]
+                for close_name in difflib.get_close_matches(name, names, n=3, cutoff=0.6):
+                    found.append(f"{close}:{close_name}")
+        return [f"'{p}'" + ("" if functions[p].is_public else " (internal)") for p in found[:3]]
 
     @classmethod
     def from_modules(
