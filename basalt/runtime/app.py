@@ -245,8 +245,8 @@ def _describe_error(exc: BaseException, root: Path, package: str) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         location = f"{exc.filename}:{exc.lineno}"
         text = f"{type(exc).__name__}: {exc.msg}"  # the location is said once, in front
-    elif isinstance(exc, BasaltError):
-        text = f"{exc.code}: {exc.message}"
+    elif isinstance(exc, BasaltError):  # the developer is told everything
+        text = f"{exc.code}: {exc.message}" + (f" {exc.detail}" if exc.detail else "")
     else:
         module = type(exc).__module__
         name = type(exc).__qualname__
