@@ -28,8 +28,9 @@ call into a C library that ignores signals) cannot be interrupted either.
 
 :func:`watch_loop` makes the watchdog also notice a loop that has not run its
 callbacks for :data:`BLOCKED_WARNING_SECONDS`, and log a warning naming the
-function whose code holds it; the action workers use it to move new actions
-off a loop that blocking code holds.
+function whose code holds it and the app's line that does (the innermost app
+frame on the loop's stack, by :mod:`basalt.runtime.frames`' rule); the action
+workers use it to move new actions off a loop that blocking code holds.
 """
 
 from __future__ import annotations
