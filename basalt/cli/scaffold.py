@@ -32,7 +32,8 @@ def scaffold(root: Path, app_name: str) -> list[tuple[str, Path]]:
     existing = [t for t in targets if t.exists()]
     if existing:
         raise ScaffoldError(
-            f"{', '.join(str(p) for p in existing)} already exist(s); "
+            f"{', '.join(str(p) for p in existing)} already "
+            f"{'exists' if len(existing) == 1 else 'exist'}; "
             "choose another folder with `basalt init DIR`"
         )
     app_dir.mkdir(parents=True, exist_ok=True)

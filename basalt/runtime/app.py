@@ -16,26 +16,31 @@ every ``logging.getLogger(__name__)`` in the app) logs INFO and above.
 
 from __future__ import annotations
 
+import difflib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import itertools
+import linecache
 import logging
+import re
 import sys
-import traceback
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from basalt.errors import AppLoadError, FunctionNotFound
+from basalt.errors import AppLoadError, BasaltError, FunctionNotFound
 from basalt.schema import SchemaDefinition
 
+from .frames import APP_PACKAGE_PREFIX, AppFrame, app_frames
 from .functions import Function
 
+#: Function paths longer than this get no "did you mean" (a client chooses the path).
+_MAX_SUGGESTED_PATH = 200
 _load_counter = itertools.count(1)
-_PACKAGE_PREFIX = "_basalt_app_"
+_PACKAGE_PREFIX = APP_PACKAGE_PREFIX
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
@@ -110,14 +115,44 @@ class App:
             nearby = sorted(
                 p for p, f in self.functions.items() if p.startswith(module + ":") and f.is_public
             )
+            hints = []
+            meant = self._did_you_mean(path)
+            if meant:
+                hints.append(f"(did you mean {' or '.join(meant)}?)")
+            if nearby:
+                hints.append(f"(public functions in module {module!r}: {', '.join(nearby)})")
             raise FunctionNotFound(
                 f"Could not find function for '{canonical_path(path)}'. "
                 "Did you forget to define it in the app folder?",
-                detail=f"(public functions in module {module!r}: {', '.join(nearby)})"
-                if nearby
-                else None,
+                detail=" ".join(hints) or None,
             )
         return fn
+
+    def _did_you_mean(self, path: str) -> list[str]:
+        """Paths of the app close to ``path``, which is not one: the same path
+        spelled with ``.`` or ``/`` for ``:`` (``messages.list``,
+        ``messages/list``) or ``.`` for ``/`` (``ai.saga:stream``), or a
+        close module or function name (``message:list``). Told only to callers
+        who see everything (it names functions), and bounded in cost: a client
+        chooses the path."""
+        if len(path) > _MAX_SUGGESTED_PATH:
+            return []
+        functions = self.functions
+        module, sep, name = path.partition(":")
+        if sep:
+            forms = [f"{module.replace('.', '/')}:{name}"]
+        else:  # the function name after the last "." or "/"
+            cut = max(path.rfind("."), path.rfind("/"))
+            forms = [f"{path[:cut].replace('.', '/')}:{path[cut + 1 :]}"] if cut > 0 else []
+        found = [f for f in forms if f in functions]
+        if not found:
+            module, _, name = canonical_path(forms[0] if forms else path).partition(":")
+            modules = sorted({p.partition(":")[0] for p in functions})
+            for close in difflib.get_close_matches(module, modules, n=3, cutoff=0.6):
+                names = [p.partition(":")[2] for p in functions if p.startswith(close + ":")]
+                for close_name in difflib.get_close_matches(name, names, n=3, cutoff=0.6):
+                    found.append(f"{close}:{close_name}")
+        return [f"'{p}'" + ("" if functions[p].is_public else " (internal)") for p in found[:3]]
 
     @classmethod
     def from_modules(
@@ -164,6 +199,30 @@ class App:
         elif module_name == "crons":
             self.crons = namespace.get("crons", namespace.get("default"))
 
+    def _check_crons(self) -> None:
+        """Check ``crons.py``'s crons against the functions they name (the
+        scheduler's ``CronJobs.check_functions``, found by name: the runtime
+        does not import the scheduler)."""
+        crons = self.crons
+        if crons is None:
+            return
+        check = getattr(crons, "check_functions", None)
+        if not callable(check):
+            raise AppLoadError(
+                "Failed to load the app: crons.py must define `crons = cron_jobs()` "
+                f"(from basalt import cron_jobs), got {type(crons).__name__}"
+            )
+        check(self._lookup)
+
+    def _lookup(self, fn: Function | str) -> Function:
+        path = fn if isinstance(fn, str) else fn.path
+        if path is None:
+            raise FunctionNotFound(
+                f"{fn!r} is not part of the loaded app (define it at the top level of a module "
+                "in the app folder)"
+            )
+        return self.function(path)
+
 
 def _module_files(folder: Path) -> list[tuple[str, Path]]:
     found = []
@@ -177,18 +236,61 @@ def _module_files(folder: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _describe_error(exc: BaseException, folder: Path) -> str:
-    """A message naming the app file and line where loading failed."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    location = ""
-    for frame in reversed(frames):
-        if Path(frame.filename).resolve().is_relative_to(folder):
-            location = f"{frame.filename}:{frame.lineno}"
-            break
+def _describe_error(exc: BaseException, root: Path, package: str) -> str:
+    """A message naming the app file and line where loading failed, in the
+    names the developer knows (``messages``, not the package Basalt imported
+    the folder as), with a hint for the usual import mistakes."""
+    frames = app_frames(exc)
+    location = str(frames[0]) if frames else ""
     if isinstance(exc, SyntaxError) and exc.filename:
         location = f"{exc.filename}:{exc.lineno}"
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return f"{location}: {detail}" if location else detail
+        text = f"{type(exc).__name__}: {exc.msg}"  # the location is said once, in front
+    elif isinstance(exc, BasaltError):  # the developer is told everything
+        text = f"{exc.code}: {exc.message}" + (f" {exc.detail}" if exc.detail else "")
+    else:
+        module = type(exc).__module__
+        name = type(exc).__qualname__
+        if module not in ("builtins", "__main__"):
+            name = f"{module}.{name}"
+        text = f"{name}: {exc}" if str(exc) else name
+    text = _app_names(text, package, root)
+    hint = _import_hint(exc, root, frames[0] if frames else None)
+    if location and location in text:
+        location = ""  # the message already says where (a declaration error)
+    return (f"{location}: {text}" if location else text) + hint
+
+
+def _app_names(text: str, package: str, root: Path) -> str:
+    """``text`` with the app package's internal names replaced by the app's:
+    ``messages`` for ``_basalt_app_6.messages`` (``ai.saga``, as a relative
+    import writes it, for ``_basalt_app_6.ai.saga``), the folder for the
+    package itself."""
+    text = text.replace(package + ".", "")
+    return re.sub(re.escape(package) + r"\b", lambda _: str(root), text)
+
+
+def _import_hint(exc: BaseException, root: Path, frame: AppFrame | None) -> str:
+    """For ``from messages import send`` in an app module (an absolute import of
+    another app module): how to write it as the relative import it must be."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return ""
+    parts = exc.name.split(".")
+    target = root.joinpath(*parts)
+    if not (target.with_suffix(".py").is_file() or target.is_dir()):
+        return ""
+    line = linecache.getline(frame.filename, frame.lineno).strip() if frame else ""
+    written = re.match(r"from\s+([\w.]+)\s+import\s+(.+)", line)
+    if written and written.group(1) == exc.name:
+        fix = f"from .{exc.name} import {written.group(2)}"
+    elif line.startswith("import "):
+        head, _, last = exc.name.rpartition(".")
+        fix = f"from .{head} import {last}" if head else f"from . import {last}"
+    else:
+        fix = f"from .{exc.name} import ..."
+    return (
+        f" ({exc.name!r} is a module of the app folder: app modules import each other "
+        f"with relative imports, `{fix}`)"
+    )
 
 
 def load_app(folder: str | Path) -> App:
@@ -215,10 +317,13 @@ def load_app(folder: str | Path) -> App:
             dotted = f"{package_name}." + module_name.replace("/", ".")
             module = importlib.import_module(dotted)
             app._collect(module_name, vars(module))
+        app._check_crons()
     except AppLoadError:
         raise
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise AppLoadError(f"Failed to load the app: {_describe_error(exc, root)}") from exc
+        raise AppLoadError(
+            f"Failed to load the app: {_describe_error(exc, root, package_name)}"
+        ) from exc
     return app

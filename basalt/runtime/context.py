@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from . import misuse
 from .db import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
@@ -49,6 +50,11 @@ class QueryCtx:
             self._storage = self._runtime.services.storage_for("query", self._state, self._runtime)
         return self._storage
 
+    if not TYPE_CHECKING:  # a hint for what queries lack (type checkers see no __getattr__)
+
+        def __getattr__(self, name: str) -> Any:
+            raise misuse.no_attribute(self, name, misuse.QUERY_CTX)
+
 
 class MutationCtx:
     """``ctx`` of a mutation: read-write database access, auth, the scheduler
@@ -79,6 +85,11 @@ class MutationCtx:
             )
         return self._storage
 
+    if not TYPE_CHECKING:  # a hint for what mutations lack (type checkers see no __getattr__)
+
+        def __getattr__(self, name: str) -> Any:
+            raise misuse.no_attribute(self, name, misuse.MUTATION_CTX)
+
 
 Runner = Callable[[Any, dict[str, Any] | None], Awaitable[Any]]
 SyncRunner = Callable[[Any, dict[str, Any] | None], Any]
@@ -105,6 +116,11 @@ class _ActionCtxBase:
         self._run_action = run_action
         self.scheduler = scheduler
         self.storage = storage
+
+    if not TYPE_CHECKING:  # a hint for what actions lack (type checkers see no __getattr__)
+
+        def __getattr__(self, name: str) -> Any:
+            raise misuse.no_attribute(self, name, misuse.ACTION_CTX)
 
 
 class ActionCtx(_ActionCtxBase):

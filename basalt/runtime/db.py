@@ -8,7 +8,7 @@ reads and become visible to everyone else atomically when it commits.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from basalt.errors import BasaltError, InvalidValue
 from basalt.storage.base import Document, TableInfo
@@ -20,6 +20,7 @@ from basalt.values.model import (
     check_value,
 )
 
+from . import misuse
 from .query import Query
 from .transaction import TxState
 
@@ -107,6 +108,11 @@ class DatabaseReader:
         if info is None:
             return None
         return doc_id if table_number_of(doc_id) == info.number else None
+
+    if not TYPE_CHECKING:  # a hint for writes in a query (type checkers see no __getattr__)
+
+        def __getattr__(self, name: str) -> Any:
+            raise misuse.no_attribute(self, name, misuse.DATABASE_READER)
 
 
 class SystemReader:

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from basalt.errors import BasaltError, ConvexError
 
+from .frames import app_frames
 from .transaction import ReadSet
 
 log = logging.getLogger("basalt.functions")
@@ -76,21 +75,11 @@ def request_id() -> str:
     return secrets.token_hex(8)
 
 
-def _app_frames(exc: BaseException) -> list[traceback.FrameSummary]:
-    """The frames of the traceback in app code, innermost first."""
-    frames = []
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        path = Path(frame.filename)
-        if "basalt" in path.parts and "examples" not in path.parts:
-            continue
-        frames.append(frame)
-    return frames
-
-
 def _location(exc: BaseException) -> str:
-    """`    at handler (file.py:12)` lines for the frames in app code."""
+    """`    at handler (file.py:12)` lines for the app's frames, innermost first
+    (see :mod:`basalt.runtime.frames`)."""
     return "\n".join(
-        f"    at {frame.name} ({frame.filename}:{frame.lineno})" for frame in _app_frames(exc)[:5]
+        f"    at {frame.name} ({frame.filename}:{frame.lineno})" for frame in app_frames(exc)[:5]
     )
 
 
@@ -185,7 +174,7 @@ def one_line(failure: Failure, path: object) -> str:
     """``messages:send [Request ID: 1a2b] Uncaught ValueError: boom (at handler, app/x.py:12)``."""
     exc = failure.error
     text = _describe(exc, detail=True)
-    frames = _app_frames(exc)
+    frames = app_frames(exc)
     if frames:
         text += f" (at {frames[0].name}, {frames[0].filename}:{frames[0].lineno})"
     text = " ⏎ ".join(text.splitlines())

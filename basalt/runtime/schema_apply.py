@@ -70,10 +70,9 @@ async def _check_documents(
         return None if info is None else info.name
 
     async for _, doc in tx.scan(index, b"", None):
-        try:
-            schema.validate_document(table, doc, document_id=doc["_id"], id_table=id_table)
-        except SchemaValidationError as exc:
+        mismatch = schema.document_mismatch(table, doc, id_table=id_table)
+        if mismatch is not None:
             raise SchemaValidationError(
                 f"Schema validation failed: document {doc['_id']} in table {table!r} does not "
-                f"match the new schema, so the schema was not applied. {exc.message}"
-            ) from None
+                f"match the new schema, so the schema was not applied: {mismatch}"
+            )

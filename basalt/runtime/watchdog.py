@@ -28,8 +28,9 @@ call into a C library that ignores signals) cannot be interrupted either.
 
 :func:`watch_loop` makes the watchdog also notice a loop that has not run its
 callbacks for :data:`BLOCKED_WARNING_SECONDS`, and log a warning naming the
-function whose code holds it; the action workers use it to move new actions
-off a loop that blocking code holds.
+function whose code holds it and the app's line that does (the innermost app
+frame on the loop's stack, by :mod:`basalt.runtime.frames`' rule); the action
+workers use it to move new actions off a loop that blocking code holds.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from types import CodeType, FrameType
 from typing import Any
 
 from basalt.storage import base as _storage_base
+
+from .frames import innermost_app_frame
 
 log = logging.getLogger("basalt.runtime")
 
@@ -219,7 +222,10 @@ def _warn_blocked(slot: _Slot, seconds: float) -> None:
     if frame is None:
         return
     culprit = slot.describe(frame) if slot.describe is not None else None
-    where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    # The app's line holding the loop; Basalt's or a library's innermost frame
+    # (a patched time.sleep, a socket read) only when no app code is on the stack.
+    app = innermost_app_frame(frame)
+    where = str(app) if app is not None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
     if culprit is not None:
         log.warning(
             "%s has blocked %s for %.1f s (at %s): %s",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from basalt.errors import FunctionNotFound
 from basalt.runtime import Runtime
 from basalt.runtime.db import DatabaseReader, DatabaseWriter
 from basalt.runtime.query import Query
@@ -48,19 +47,15 @@ def declared_crons(runtime: Runtime) -> dict[str, dict[str, Any]]:
             "crons.py must define `crons = cron_jobs()` (from basalt import cron_jobs), "
             f"got {type(crons).__name__}"
         )
-    specs: dict[str, dict[str, Any]] = {}
-    for job in crons:
-        try:
-            function = runtime.resolve(job.fn, admin=True)
-        except FunctionNotFound as exc:
-            raise SchedulingError(f"cron {job.name!r}: {exc.message}") from None
-        if function.kind not in ("mutation", "action"):
-            raise SchedulingError(
-                f"cron {job.name!r}: {function.path} is a {function.kind}; a cron runs a "
-                "mutation or an action"
-            )
-        specs[job.name] = {"function": function.path, "args": [job.args], "schedule": job.schedule}
-    return specs
+    crons.check_functions(lambda fn: runtime.resolve(fn, admin=True))  # done at load too
+    return {
+        job.name: {
+            "function": runtime.resolve(job.fn, admin=True).path,
+            "args": [job.args],
+            "schedule": job.schedule,
+        }
+        for job in crons
+    }
 
 
 def _changes(

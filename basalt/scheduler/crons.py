@@ -15,7 +15,9 @@ schedule, as Convex's ``crons.ts`` does::
 Every helper takes the schedule either as Convex's dict (second argument) or
 as keyword arguments in snake case. Times are UTC. ``fn`` is a mutation or an
 action (public or internal), as a function or its path; ``args`` an object of
-Convex values. Names must be unique.
+Convex values, checked against the function's ``args=`` when the app loads
+(a cron that could never run fails then, not at its first run). Names must be
+unique.
 
 An interval cron first runs one interval after it is first deployed, then
 every interval. A cron expression has the five standard fields (minute hour
@@ -29,12 +31,15 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from basalt.errors import InvalidValue
+from basalt.errors import ArgumentValidationError, FunctionNotFound, InvalidValue, ValidationError
+from basalt.runtime.frames import innermost_app_frame
 from basalt.runtime.functions import Function
 from basalt.runtime.scheduling import SchedulingError
 from basalt.values.model import check_value
@@ -60,6 +65,30 @@ class CronJob:
     schedule: dict[str, Any]
     fn: FunctionRef
     args: dict[str, Any]
+    #: ``crons.py:5``, where the cron was declared (for error messages)
+    declared_at: str = dataclass_field(default="", compare=False)
+
+    def check(self, function: Function) -> None:
+        """Check that ``function`` (what :attr:`fn` names) can be the cron's:
+        a mutation or an action whose ``args=`` accept :attr:`args`."""
+        label = function.path or function.__name__
+        if function.kind not in ("mutation", "action"):
+            raise SchedulingError(
+                f"{self.label}: {label} is a {function.kind}; a cron runs a mutation or an action"
+            )
+        if function.args is not None:
+            try:
+                function.args.validate(self.args, error=ArgumentValidationError)
+            except ValidationError as exc:
+                raise SchedulingError(
+                    f"{self.label}: its arguments do not match the args= of {label}: {exc.message}"
+                ) from None
+
+    @property
+    def label(self) -> str:
+        """``cron 'nightly' (…/crons.py:5)``: the cron an error is about."""
+        where = f" ({self.declared_at})" if self.declared_at else ""
+        return f"cron {self.name!r}{where}"
 
 
 class CronJobs:
@@ -76,6 +105,19 @@ class CronJobs:
 
     def __repr__(self) -> str:
         return f"<CronJobs {sorted(self.jobs)}>"
+
+    def check_functions(self, resolve: Callable[[FunctionRef], Function]) -> None:
+        """Check every cron against the function it names (``resolve`` finds
+        it in the loaded app, raising FunctionNotFound): called when the app
+        loads, so that a cron that could never run fails then, not at its first
+        run."""
+        for job in self:
+            try:
+                function = resolve(job.fn)
+            except FunctionNotFound as exc:
+                hint = f" {exc.detail}" if exc.detail else ""  # told to the developer
+                raise SchedulingError(f"{job.label}: {exc.message}{hint}") from None
+            job.check(function)
 
     def interval(
         self,
@@ -225,12 +267,7 @@ class CronJobs:
             raise SchedulingError(f"a cron job needs a non-empty name, got {name!r}")
         if name in self.jobs:
             raise SchedulingError(f"there is already a cron job named {name!r}")
-        if isinstance(fn, Function):
-            if fn.kind not in ("mutation", "action"):
-                raise SchedulingError(
-                    f"cron {name!r}: {fn!r} is a {fn.kind}; a cron runs a mutation or an action"
-                )
-        elif not isinstance(fn, str) or not fn:
+        if not isinstance(fn, Function | str) or not fn:
             raise SchedulingError(
                 f"cron {name!r}: fn must be a mutation or action, or its path, got {fn!r}"
             )
@@ -241,7 +278,11 @@ class CronJobs:
             check_value(checked, what=f"arguments of cron {name!r}")
         except InvalidValue as exc:
             raise SchedulingError(exc.message) from None
-        self.jobs[name] = CronJob(name, schedule, fn, checked)
+        caller = innermost_app_frame(sys._getframe(1))
+        job = CronJob(name, schedule, fn, checked, str(caller) if caller is not None else "")
+        if isinstance(fn, Function):
+            job.check(fn)  # a string path is checked when the app has loaded
+        self.jobs[name] = job
 
 
 def cron_jobs() -> CronJobs:

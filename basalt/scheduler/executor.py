@@ -37,6 +37,7 @@ from typing import Any
 from basalt.errors import FunctionNotFound, StorageError
 from basalt.runtime import Runtime
 from basalt.runtime.db import DatabaseWriter
+from basalt.runtime.frames import app_frames
 from basalt.runtime.scheduling import IN_PROGRESS, PENDING, SUCCESS, SchedulingError, running_job
 from basalt.storage.base import Commit, Document
 
@@ -88,10 +89,13 @@ class Executor:
         on_action_done: Callable[[], None],
         owner: str = "",
         lease_ms: float = 0.0,
+        dev: bool = False,
     ) -> None:
         """``owner`` and ``lease_ms``: the lease an action job is claimed with
-        (renewed every third of ``lease_ms`` while it runs; 0: never renewed)."""
+        (renewed every third of ``lease_ms`` while it runs; 0: never renewed).
+        ``dev``: a failed job is logged in one line, without its traceback."""
         self.runtime = runtime
+        self.dev = dev
         self.owner = owner
         self.lease_ms = lease_ms
         self.counters = counters
@@ -182,15 +186,28 @@ class Executor:
         elif isinstance(error, StorageError):
             raise error  # nothing was written: the job stays pending and is retried
         else:
-            log.warning(  # no client is told: the server's output is
-                "scheduled mutation %s (%s) failed: %s",
-                job["name"],
-                job_id,
-                describe_error(error),
-                exc_info=error,
-            )
+            self._log_failure("mutation", job, error, rejected=outcome.rejected)
             if await fail(runtime, job_id, (PENDING,), describe_error(error), self._now()):
                 counters.failed += 1
+
+    def _log_failure(
+        self, kind: str, job: Document, error: BaseException, *, rejected: bool
+    ) -> None:
+        """Tell the server's output (no client is told) that a job failed: one
+        line on a development server, or for a call refused before it ran (its
+        arguments no longer match: the traceback would be Basalt's own); in
+        production an error raised while it ran comes with its traceback."""
+        frames = app_frames(error)
+        at = f" (at {frames[0].name}, {frames[0]})" if frames else ""
+        log.warning(
+            "scheduled %s %s (%s) failed: %s%s",
+            kind,
+            job["name"],
+            job["_id"],
+            describe_error(error),
+            at,
+            exc_info=None if rejected or self.dev else error,
+        )
 
     async def _start_action(self, job: Document) -> int:
         job_id = job["_id"]
@@ -225,13 +242,7 @@ class Executor:
                 moved = await move(runtime, job_id, (IN_PROGRESS,), {"kind": SUCCESS}, self._now())
                 self.counters.succeeded += moved
             else:
-                log.warning(  # no client is told: the server's output is
-                    "scheduled action %s (%s) failed: %s",
-                    job["name"],
-                    job_id,
-                    describe_error(error),
-                    exc_info=error,
-                )
+                self._log_failure("action", job, error, rejected=outcome.rejected)
                 moved = await fail(
                     runtime, job_id, (IN_PROGRESS,), describe_error(error), self._now()
                 )

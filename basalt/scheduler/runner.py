@@ -91,6 +91,7 @@ class Scheduler:
         page_size: int = 100,
         lease_ms: float | None = None,
         keep_finished_ms: float | None = KEEP_FINISHED_MS,
+        dev: bool = False,
     ) -> None:
         """``background``: run the loop (default: unless the runtime's clock is
         a :class:`ManualClock`, where tests call :meth:`run_due`).
@@ -102,7 +103,9 @@ class Scheduler:
         (one process: every ``inProgress`` job found at start-up is failed).
         ``keep_finished_ms``: how long a finished job stays in
         ``_scheduled_functions`` (default 7 days, as in Convex; None: for ever);
-        older ones are deleted about once a minute."""
+        older ones are deleted about once a minute.
+        ``dev``: a development server's scheduler, which logs each failed job in
+        one line (production logs an error raised by a job with its traceback)."""
         if max_concurrent_actions < 1 or mutations_in_flight < 1:
             raise ValueError("max_concurrent_actions and mutations_in_flight must be at least 1")
         self.max_concurrent_actions = max_concurrent_actions
@@ -112,6 +115,7 @@ class Scheduler:
         if keep_finished_ms is not None and keep_finished_ms < 0:
             raise ValueError(f"keep_finished_ms must be at least 0, got {keep_finished_ms}")
         self.keep_finished_ms = keep_finished_ms
+        self.dev = dev
         self._pruned_at = -math.inf
         #: this scheduler's name in the leases of the actions it runs
         self.owner = uuid.uuid4().hex
@@ -163,6 +167,7 @@ class Scheduler:
             on_action_done=self.wake,
             owner=self.owner,
             lease_ms=self.lease_ms,
+            dev=self.dev,
         )
         try:
             await ensure_tables(runtime.storage)

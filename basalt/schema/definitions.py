@@ -437,6 +437,20 @@ class SchemaDefinition:
                 f"not match the schema: {mismatch.describe()}"
             ) from None
 
+    def document_mismatch(
+        self, table: str, document: dict[str, Any], *, id_table: IdTable | None = None
+    ) -> str | None:
+        """Why a stored document of a declared ``table`` does not match it
+        (``Value does not match validator at .x: …``), or None if it does."""
+        check = self._checks.get(table)
+        if not self.schema_validation or check is None:
+            return None
+        try:
+            check(document, id_table)
+        except _Mismatch as mismatch:
+            return mismatch.describe()
+        return None
+
     def to_json(self) -> dict[str, Any]:
         """The schema as JSON; tables sorted by name, so equal schemas give equal text."""
         return {

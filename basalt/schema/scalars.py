@@ -96,7 +96,22 @@ class Int64Validator(_Scalar):
             return value
         if t is int and INT64_MIN <= value <= INT64_MAX:
             return int64(value)
-        raise _Mismatch(self, value)
+        raise _Mismatch(self, value, _float_for_int64(self, value) if t is float else None)
+
+
+def _float_for_int64(validator: Validator, value: float) -> str | None:
+    """Why a whole float such as ``3.0`` is not an int64, and how to send one:
+    a JSON number, and a Python ``int`` the official client sends, are float64."""
+    if not (math.isfinite(value) and value.is_integer() and INT64_MIN <= value <= INT64_MAX):
+        return None
+    n = int(value)
+    encoded = base64.b64encode(struct.pack("<q", n)).decode("ascii")
+    return (
+        f"expected {validator!r}, got float64 {value!r} (JSON numbers, and ints the official "
+        f"Python client sends, are float64): send an int64 as ConvexInt64({n}) from Python, "
+        f'{n}n (a BigInt) from JavaScript or {{"$integer": "{encoded}"}} in JSON; in a '
+        "function, use a Python int"
+    )
 
 
 class BooleanValidator(_Scalar):

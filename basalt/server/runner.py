@@ -216,7 +216,7 @@ async def _serve_locked(
         sock.close()
         raise
     config.site_port = site_sock.getsockname()[1]
-    scheduler = Scheduler()
+    scheduler = Scheduler(dev=reload)
     try:
         runtime = Runtime(
             app,

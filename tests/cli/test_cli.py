@@ -14,6 +14,8 @@ import pytest
 from convex import ConvexError
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
+from basalt.cli.scaffold import ScaffoldError, scaffold
+
 from .conftest import Databases, basalt, clean_env, wait_until
 from .shell import ShellServer, basalt_on_path
 
@@ -121,6 +123,16 @@ def test_init_refuses_to_overwrite(project: Path) -> None:
     assert "messages.py" in result.stderr
     assert "Traceback" not in result.stderr
     assert messages.read_text() == "# my own work\n"
+
+
+def test_init_says_which_files_already_exist_in_plain_words(tmp_path: Path) -> None:
+    (tmp_path / "functions").mkdir()
+    (tmp_path / "functions" / "schema.py").write_text("# mine\n")
+    with pytest.raises(ScaffoldError, match=r"schema\.py already exists; choose another folder"):
+        scaffold(tmp_path, "functions")
+    (tmp_path / "functions" / "messages.py").write_text("# mine too\n")
+    with pytest.raises(ScaffoldError, match=r"messages\.py, \S+schema\.py already exist; choose"):
+        scaffold(tmp_path, "functions")
 
 
 # -- basalt run -----------------------------------------------------------------

@@ -250,10 +250,19 @@ async def test_returning_something_else_than_a_response(
     assert any("GET /dict" in rec.getMessage() for rec in caplog.records)
 
 
-async def test_bad_json_body_is_the_handlers_error(dev_client: httpx.AsyncClient) -> None:
-    r = await dev_client.post("/echo", content=b"{not json")
+async def test_bad_json_body_is_the_handlers_error(
+    dev_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="basalt"):
+        r = await dev_client.post("/echo", content=b"{not json")
     assert r.status_code == 500
-    assert "JSONDecodeError" in r.json()["message"]
+    message = r.json()["message"]
+    assert "JSONDecodeError" in message
+    # Where: the handler's line (this file), never json's decoder or Basalt's request.
+    echo_line = echo.handler.__code__.co_firstlineno + 2  # @http_action, def, return
+    assert re.findall(r"^    at (.+)$", message, re.M) == [f"echo ({__file__}:{echo_line})"]
+    [logged] = [r.getMessage() for r in caplog.records if "HTTP action" in r.getMessage()]
+    assert logged.endswith(f"(at echo, {__file__}:{echo_line})"), logged
 
 
 async def test_request_body_streams_in(client: httpx.AsyncClient) -> None:

@@ -145,6 +145,14 @@ async def test_a_schema_that_documents_violate_is_refused(tmp_path: Path) -> Non
         async with Runtime(load_app(app_dir), SqliteEngine(db)):
             pass
     assert doc_id in info.value.message and "size" in info.value.message
+    # Said as what it is: nothing was being inserted or updated.
+    assert "Failed to insert or update" not in info.value.message
+    assert info.value.message == (
+        f"Schema validation failed: document {doc_id} in table 'things' does not match the new "
+        "schema, so the schema was not applied: Value does not match validator at .size: the "
+        'required field "size" is missing (expected v.float64()); wrap its validator in '
+        "v.optional(...) if it may be absent"
+    )
 
     # Nothing was changed: the old schema still serves and the document is there.
     write(app_dir, {"schema.py": schema('"name": v.string()')})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from basalt import ConvexError, action, internal_mutation, mutation, query
+from basalt import ConvexError, action, internal_action, internal_mutation, mutation, query, v
 from tests.gates import Gate
 
 #: Gates that blocking functions wait on, by key (set by the tests; actions
@@ -52,6 +52,16 @@ async def cancel(ctx: Any, job: str) -> None:
 async def fail(ctx: Any, message: str) -> None:
     await ctx.db.insert("events", {"name": "fail"})
     raise ValueError(message)
+
+
+@internal_mutation(args={"days": v.int64()})
+async def typed(ctx: Any, days: int) -> int:
+    return days
+
+
+@internal_action(args={"days": v.int64()})
+async def typed_act(ctx: Any, days: int) -> int:
+    return days
 
 
 @internal_mutation

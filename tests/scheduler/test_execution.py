@@ -134,6 +134,47 @@ async def test_a_failing_mutation_job_is_rolled_back_and_marked_failed(
     assert await env.scheduler.run_due() == 0  # failed jobs are not retried
 
 
+@pytest.mark.parametrize("dev", [False, True])
+async def test_a_failed_job_is_logged_in_one_line_when_its_traceback_tells_nothing(
+    make_env: MakeEnv, caplog: pytest.LogCaptureFixture, dev: bool
+) -> None:
+    """A job refused before it ran (its arguments no longer match) is one line,
+    without Basalt's own traceback; on a development server every failed job
+    is one line, with the app's line; in production an error the job raised
+    keeps its traceback."""
+    env = await make_env(dev=dev)
+
+    async def schedule(ctx: Any) -> list[str]:
+        return [
+            await ctx.scheduler.run_after(0, "tasks:typed", {"days": 3.0}),
+            await ctx.scheduler.run_after(0, "tasks:typed_act", {"days": 3.0}),
+            await ctx.scheduler.run_after(0, "tasks:fail", {"message": "boom"}),
+        ]
+
+    typed, typed_act, failing = await env.runtime.run_handler(schedule)
+    with caplog.at_level(logging.WARNING, logger="basalt.scheduler"):
+        assert await env.scheduler.run_due() == 3
+    records = {
+        job: [r for r in caplog.records if job in r.getMessage()]
+        for job in (typed, typed_act, failing)
+    }
+    for job, kind, path in (
+        (typed, "mutation", "tasks:typed"),
+        (typed_act, "action", "tasks:typed_act"),
+    ):
+        [record] = records[job]
+        assert record.getMessage().startswith(
+            f"scheduled {kind} {path} ({job}) failed: ArgumentValidationError"
+        )
+        assert record.exc_info is None
+        assert (await env.job(job))["state"]["kind"] == "failed"
+    [record] = records[failing]
+    raised_at = tasks.fail.handler.__code__.co_firstlineno + 3  # the `raise` line
+    at = f"(at fail, {tasks.__file__}:{raised_at})"
+    assert record.getMessage().endswith(f"Uncaught ValueError: boom {at}"), record.getMessage()
+    assert (record.exc_info is None) == dev
+
+
 async def test_a_job_whose_function_is_gone_fails_with_the_reason(make_env: MakeEnv) -> None:
     env = await make_env()
 

@@ -27,6 +27,7 @@ from basalt.schema import (
 )
 from basalt.values import Int64
 from basalt.values.ids import is_valid_id
+from basalt.values.wire import from_convex_json
 
 # --------------------------------------------------------------------------- ids
 
@@ -155,7 +156,26 @@ def test_float64_coerces_int() -> None:
 
 
 def test_int64_never_coerces() -> None:
-    assert mismatch(v.int64(), 5.0).endswith("expected v.int64(), got float64 5.0")
+    assert "expected v.int64(), got float64 5.0 (" in mismatch(v.int64(), 5.0)
+    assert mismatch(v.int64(), 5.5).endswith("expected v.int64(), got float64 5.5")
+
+
+def test_a_whole_float_for_an_int64_says_how_to_send_an_int64() -> None:
+    """A JSON number (and an int the official Python client sends) is a float64:
+    the message says how each client spells an int64, and the JSON form it gives
+    is the right one."""
+    told = mismatch(v.object({"n": v.int64()}), {"n": 3.0})
+    assert told.startswith(
+        "Value does not match validator at .n: expected v.int64(), got float64 3.0"
+    )
+    assert "ConvexInt64(3)" in told and "3n (a BigInt)" in told
+    spelled = re.search(r'(\{"\$integer": "[^"]+"\})', told)
+    assert spelled, told
+    decoded = from_convex_json(json.loads(spelled.group(1)))
+    assert type(decoded) is Int64 and decoded == 3
+    assert v.object({"n": v.int64()}).validate(
+        from_convex_json({"n": json.loads(spelled.group(1))})
+    )
 
 
 def test_containers_are_copied_only_when_coerced() -> None:

@@ -199,6 +199,21 @@ def test_internal_and_missing_functions_get_the_same_answer(serve: BasaltProcess
         assert f"leak:{name}" not in told("leak:missing")
 
 
+def test_a_wrong_path_gets_a_did_you_mean_only_where_everything_is_told(
+    serve: BasaltProcess, dev: BasaltProcess
+) -> None:
+    """``leak.read``, ``leak/read``, ``lea:read``: admin callers and every caller
+    of ``basalt dev`` are told the path meant; an anonymous caller of ``basalt
+    serve`` learns no function name."""
+    for wrong in ("leak.read", "leak/read", "lea:read"):
+        anonymous = call(serve, "/api/query", wrong).json()["errorMessage"]
+        assert "Could not find public function" in anonymous
+        assert "leak:read" not in anonymous and "did you mean" not in anonymous, anonymous
+        admin = call(serve, "/api/query", wrong, headers=ADMIN)
+        for told in (admin, call(dev, "/api/query", wrong)):
+            assert "(did you mean 'leak:read'?)" in told.json()["errorMessage"]
+
+
 def test_bad_arguments_are_told_to_everyone(serve: BasaltProcess) -> None:
     """The call's own mistake: its message names the field, and nothing of the server."""
     body = call(serve, "/api/query", "leak:typed", {"n": "ten"}).json()

@@ -12,7 +12,9 @@ import pytest
 
 from basalt import ConvexError, Int64
 from basalt.errors import ArgumentValidationError
+from basalt.runtime import App
 from basalt.runtime.scheduling import SchedulingError
+from basalt.scheduler import cron_jobs
 from basalt.storage.base import Persistence
 from basalt.testing import BasaltTest
 from basalt.testing.engines import (
@@ -120,17 +122,16 @@ async def test_a_given_engine_is_used_and_its_data_kept(tmp_path: Path) -> None:
 
 async def test_the_harness_cleans_up_when_the_app_fails_to_start(tmp_path: Path) -> None:
     """The database is opened, then the scheduler refuses the app's crons: the
-    harness closes the engine and drops its schema on the way out."""
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "crons.py").write_text(
-        "from basalt.scheduler import cron_jobs\n\n"
-        "crons = cron_jobs()\n"
-        'crons.interval("bad", fn="nowhere:missing", minutes=1)\n'
-    )
+    harness closes the engine and drops its schema on the way out. (A loaded
+    app folder has its crons checked when it loads; an app built from modules
+    only when the scheduler starts.)"""
+    crons = cron_jobs()
+    crons.interval("bad", fn="nowhere:missing", minutes=1)
+    app = App.from_modules({})
+    app.crons = crons
     data = tmp_path / "data"
     t = BasaltTest(app, data_dir=data)
-    with pytest.raises(SchedulingError, match="cron 'bad': Could not find function"):
+    with pytest.raises(SchedulingError, match=r"cron 'bad' .*: Could not find function"):
         await t.__aenter__()
     if selected_backend() == "postgres":
         assert not await schema_exists(schema_for(data, "basalt"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from basalt.errors import BasaltError
 from basalt.files import blob_key
 from basalt.storage.base import Document, TableInfo
 from basalt.values.ids import decode_id, is_valid_id
 
+from .. import misuse
 from ..db import SystemReader
 from ..transaction import TxState
 
@@ -91,10 +92,16 @@ class StorageReader:
     part of the query's read set, so a subscription sees a file appear or go."""
 
     __slots__ = ("_service", "_state")
+    _missing: ClassVar[dict[str, str]] = misuse.STORAGE_READER
 
     def __init__(self, service: FileService, state: TxState) -> None:
         self._service = service
         self._state = state
+
+    if not TYPE_CHECKING:  # a hint for what this kind of function lacks
+
+        def __getattr__(self, name: str) -> Any:
+            raise misuse.no_attribute(self, name, self._missing)
 
     async def get_url(self, storage_id: str) -> str | None:
         """The URL that serves the file, or None if there is no such file."""
@@ -112,6 +119,7 @@ class StorageWriter(StorageReader):
     """``ctx.storage`` in a mutation: also upload URLs and deletion."""
 
     __slots__ = ()
+    _missing = misuse.STORAGE_WRITER
 
     async def generate_upload_url(self) -> str:
         """A URL to POST one file's bytes to, valid for an hour and for one upload."""
