@@ -10,6 +10,11 @@
   ``basalt-backend[s3]``), with ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
   ``BASALT_S3_REGION``, ``BASALT_S3_ADDRESSING_STYLE`` and the standard AWS
   credential variables; default: files in ``<data>/blobs``.
+- ``BASALT_MAX_UPLOAD_MB``: the largest file an upload (or ``ctx.storage.store``)
+  may store, in MiB (default 1024); ``BASALT_MAX_CONCURRENT_UPLOADS``: uploads
+  one server process receives at once (default 16, more are refused with 503);
+  ``BASALT_MIN_FREE_DISK_MB``: MiB of the blob folder's disk that files never
+  take (default 1024; local disk only).
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
   default) or ``power`` (survive power loss: fsync every commit).
 - ``BASALT_FUNCTION_TIMEOUT``: seconds of event-loop time a query or mutation
@@ -41,7 +46,12 @@ from pathlib import Path
 
 from basalt.errors import BasaltError
 from basalt.files import blob_store_from_env
-from basalt.runtime.files import FileService
+from basalt.runtime.files import (
+    MAX_CONCURRENT_UPLOADS,
+    MAX_UPLOAD_BYTES,
+    MIN_FREE_BYTES,
+    FileService,
+)
 from basalt.storage.base import Persistence
 
 from .data_lock import DataFolderLock
@@ -77,6 +87,12 @@ class ServerConfig:
     action_threads: int = 64
     #: seconds a graceful stop may take before the process exits anyway
     stop_timeout: float = 10.0
+    #: the largest file an upload may store (MiB)
+    max_upload_mb: float = MAX_UPLOAD_BYTES / (1 << 20)
+    #: how many uploads this process receives at once
+    max_concurrent_uploads: int = MAX_CONCURRENT_UPLOADS
+    #: MiB of the local blob folder's disk that files never take
+    min_free_disk_mb: float = MIN_FREE_BYTES / (1 << 20)
     #: True once :meth:`ensure_admin_key` has generated (and stored) a new key
     admin_key_generated: bool = False
 
@@ -96,6 +112,18 @@ class ServerConfig:
             _env_number("BASALT_ACTION_THREADS", config.action_threads, minimum=1, integer=True)
         )
         config.stop_timeout = _env_number("BASALT_STOP_TIMEOUT", config.stop_timeout)
+        config.max_upload_mb = _env_number("BASALT_MAX_UPLOAD_MB", config.max_upload_mb, unit="MiB")
+        config.max_concurrent_uploads = int(
+            _env_number(
+                "BASALT_MAX_CONCURRENT_UPLOADS",
+                config.max_concurrent_uploads,
+                minimum=1,
+                integer=True,
+            )
+        )
+        config.min_free_disk_mb = _env_number(
+            "BASALT_MIN_FREE_DISK_MB", config.min_free_disk_mb, unit="MiB"
+        )
         if config.site_port is None:
             config.site_port = config.port + 1 if config.port else 0
         return config
@@ -198,7 +226,13 @@ class ServerConfig:
         ``<data>/blobs``; URLs start with ``BASALT_PUBLIC_URL`` or the server URL
         (call after the port is known)."""
         blobs = blob_store_from_env(self.data_dir / "blobs")
-        return FileService(blobs, origin=self.public_url or self.url)
+        return FileService(
+            blobs,
+            origin=self.public_url or self.url,
+            max_upload_bytes=int(self.max_upload_mb * (1 << 20)),
+            max_concurrent_uploads=self.max_concurrent_uploads,
+            min_free_bytes=int(self.min_free_disk_mb * (1 << 20)),
+        )
 
     # -- the running-server marker used by `basalt run` ------------------------
     def write_server_file(self) -> None:
@@ -239,7 +273,12 @@ class ServerConfig:
 
 
 def _env_number(
-    name: str, default: float, *, minimum: float = 0.0, integer: bool = False
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    integer: bool = False,
+    unit: str = "seconds",
 ) -> float:
     """The number in environment variable ``name`` (``default`` if unset)."""
     text = os.environ.get(name, "").strip()
@@ -248,7 +287,7 @@ def _env_number(
     try:
         value = int(text) if integer else float(text)
     except ValueError:
-        kind = "a whole number" if integer else "a number of seconds"
+        kind = "a whole number" if integer else f"a number of {unit}"
         raise ConfigError(f"{name} must be {kind}, got {text!r}") from None
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name} must be a finite number of at least {minimum:g}, got {text!r}")
