@@ -37,7 +37,7 @@ harness = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = harness
 _spec.loader.exec_module(harness)
 
-ADMIN_KEY = "auth-e2e-admin-key"
+ADMIN_KEY = "auth-e2e-admin-key|" + "a" * 32
 
 WHOAMI = """
 from basalt import query
