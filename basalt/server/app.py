@@ -186,8 +186,13 @@ class BasaltApp:
                 return error_response(404, "NotFound", "this deployment has no file storage")
             return await self.files.handle(request)
         if path in ("/version", "/api/version"):
-            return Response(f"basalt {basalt.__version__}", content_type="text/plain")
+            # Which version runs is for admins (it tells which known bugs apply).
+            admin = (await self._caller(request)).admin
+            text = f"basalt {basalt.__version__}" if admin else "basalt"
+            return Response(text, content_type="text/plain")
         if path in ("/health", "/api/health"):
+            if not (await self._caller(request)).admin:
+                return json_response({"status": "ok"})
             ts = await self.runtime.storage.latest_ts()
             return json_response({"status": "ok", "version": basalt.__version__, "ts": str(ts)})
         if path == "/api/check_admin_key":
