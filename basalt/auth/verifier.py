@@ -108,10 +108,11 @@ class JwtVerifier:
             )
         candidates = self.config.matching(issuer)
         if not candidates:
-            configured = ", ".join(f'"{i}"' for i in self.config.issuers) or "none"
+            # Which issuers the deployment trusts is its own business: the
+            # developer compares the token's with auth_config.py.
             raise Unauthenticated(
-                f'No auth provider found matching the given token (issuer "{issuer}"); '
-                f"configured issuers: {configured}",
+                f'No auth provider found matching the given token (issuer "{issuer}"): '
+                "no provider in auth_config.py has that issuer",
                 code="NoAuthProvider",
             )
         if len(candidates) > 1:  # same issuer, several applications: the audience decides
@@ -149,10 +150,11 @@ class JwtVerifier:
             found = _select(keys, kid, alg, source)
         if not found:
             if kid is not None:
-                known = ", ".join(f'"{k.get("kid")}"' for k in keys if "kid" in k) or "none"
+                # Neither the key file nor the ids of its keys: a client needs
+                # to know only that this id is not among them.
                 raise invalid(
-                    f'Unknown key id "{kid}": the keys of {source} are {known} '
-                    f"({_describe_provider(provider)})"
+                    f'Unknown key id "{kid}": no key of the {_describe_provider(provider)} '
+                    "has that id (were its keys rotated?)"
                 )
             raise invalid(f"No key in {source} fits algorithm {alg} (the token names no kid)")
         payload = _verify_signature(token, found, alg, kid, source)

@@ -28,6 +28,8 @@ from typing import Any
 from basalt import __version__
 from basalt.errors import BasaltError, InvalidValue
 from basalt.server.config import (
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_FILE,
     DEFAULT_APP_DIR,
     DEFAULT_DATA_DIR,
     DEFAULT_PORT,
@@ -168,8 +170,22 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         ok, value = _run_http(url, key, args.path, fn_args)
     elif (server := running_server(config.data_dir)) is not None:
-        # The server of this data folder runs the function (it owns the data).
-        key = args.admin_key or server.admin_key or config.stored_admin_key() or ""
+        # The server of this data folder runs the function (it owns the data),
+        # called with its admin key from where the server takes it (server.json
+        # does not hold it).
+        key = args.admin_key or config.admin_key_for(server)
+        if not key:
+            where = (
+                f"{ADMIN_KEY_ENV}, which is not set here: set it to the server's key"
+                if server.admin_key_source == ADMIN_KEY_ENV
+                else f"{config.data_dir / ADMIN_KEY_FILE}, which cannot be read here"
+            )
+            print(
+                f"error: the server at {server.url} (pid {server.pid}) takes its admin key "
+                f"from {where}, or pass --admin-key",
+                file=sys.stderr,
+            )
+            return 2
         ok, value = _run_http(server.url, key, args.path, fn_args)
         if not ok and value.startswith("error: cannot reach"):
             marker = config.data_dir / SERVER_FILE

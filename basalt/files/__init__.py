@@ -26,39 +26,51 @@ from .base import (
     BlobStore,
     DigestMismatch,
     FileStorageError,
+    InsufficientStorage,
     InvalidBlobKey,
+    InvalidContentType,
     InvalidUploadToken,
     MissingExtra,
     StoredBlob,
+    TooManyUploads,
     UploadInterrupted,
+    UploadRefused,
     UploadTooLarge,
 )
+from .content_type import MAX_CONTENT_TYPE_LENGTH, canonical_content_type, media_type
 from .keys import UrlKeyCodec, blob_key, check_key, internal_id_of_key, is_uuid_text
 from .local import LocalBlobStore
 from .tokens import DEFAULT_TTL_S, UploadToken, UploadTokenSigner
 
 __all__ = [
     "DEFAULT_TTL_S",
+    "MAX_CONTENT_TYPE_LENGTH",
     "BlobNotFound",
     "BlobReader",
     "BlobStore",
     "DigestMismatch",
     "FileStorageError",
+    "InsufficientStorage",
     "InvalidBlobKey",
+    "InvalidContentType",
     "InvalidUploadToken",
     "LocalBlobStore",
     "MissingExtra",
     "StoredBlob",
+    "TooManyUploads",
     "UploadInterrupted",
+    "UploadRefused",
     "UploadToken",
     "UploadTokenSigner",
     "UploadTooLarge",
     "UrlKeyCodec",
     "blob_key",
     "blob_store_from_env",
+    "canonical_content_type",
     "check_key",
     "internal_id_of_key",
     "is_uuid_text",
+    "media_type",
 ]
 
 

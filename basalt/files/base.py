@@ -102,6 +102,11 @@ class BlobStore(Protocol):
         seconds ago, in no particular order (for sweeping orphans)."""
         ...
 
+    async def free_bytes(self) -> int | None:
+        """Bytes still free where new blobs are written (None: no bound the
+        store knows of, as for object storage)."""
+        ...
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -145,11 +150,38 @@ class UploadInterrupted(FileStorageError):
 
 
 class InvalidUploadToken(FileStorageError):
-    """An upload token that is malformed, forged, expired or already used
-    (``code`` tells which)."""
+    """An upload token that is malformed, forged, expired, already used or in
+    use by an upload under way (``code`` tells which)."""
 
     code = "InvalidUploadToken"
     http_status = 403
+
+
+class InvalidContentType(FileStorageError):
+    """A content type that is not exactly one media type (see
+    :mod:`basalt.files.content_type`)."""
+
+    code = "InvalidContentType"
+    http_status = 400
+
+
+class UploadRefused(FileStorageError):
+    """An upload the server cannot take now (too many under way, or too little
+    free disk): the client may try again later. Answered with its own status,
+    not as a server failure."""
+
+    code = "UploadRefused"
+    http_status = 503
+
+
+class TooManyUploads(UploadRefused):
+    code = "TooManyUploads"
+    http_status = 503
+
+
+class InsufficientStorage(UploadRefused):
+    code = "InsufficientStorage"
+    http_status = 507
 
 
 class MissingExtra(ImportError):

@@ -266,6 +266,14 @@ class LocalBlobStore:
             for key in await self._run(self._old_keys, folder, cutoff):
                 yield key
 
+    async def free_bytes(self) -> int:
+        """Bytes free for an unprivileged writer on the store's file system."""
+        return await self._run(self._free_bytes)
+
+    def _free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
     def _folders(self) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             return sorted(e.path for e in os.scandir(self.root) if len(e.name) == 2 and e.is_dir())

@@ -355,6 +355,10 @@ class S3BlobStore:
                 return
             token = answer["NextContinuationToken"]
 
+    async def free_bytes(self) -> None:
+        """Object storage has no free-space bound the store knows of."""
+        return None
+
 
 class _S3Reader:
     """Reads an object's (ranged) body a chunk at a time."""

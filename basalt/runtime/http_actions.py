@@ -9,7 +9,9 @@ streaming response is being produced.
 Errors never escape :func:`run_http_action`: a handler that raises gets a 500
 response ``{"code", "message"}`` (plus ``"data"`` for a ``ConvexError``), and a
 handler that returns something other than a response a 500 saying so; both
-are logged on the ``basalt.http`` logger with the route and the request id.
+are logged on the ``basalt.http`` logger with the route and the request id
+(a ``ConvexError`` in one line at INFO level; a failure that repeats more than
+10 times a minute in a summary).
 On a production server the response says no more than Convex's
 ``{"code": "InternalServerError", "message": "[Request ID: …] Server Error"}``
 (a ConvexError adds its data); a development server (``dev``) tells the whole
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from basalt.errors import BasaltError, ConvexError
@@ -31,6 +34,7 @@ from . import logs
 from .action_workers import Lease
 from .functions import Function
 from .http_messages import Request, RequestBodyTooLarge, Response, StreamingResponse
+from .log_limit import RepeatLimiter, escape_controls, log_repeats
 from .loops import relay
 from .outcome import Failure, error_message, one_line
 
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger("basalt.http")
+#: Failures of one route with one error type: 10 a minute in full, then a summary.
+_REPEATS = RepeatLimiter(partial(log_repeats, log))
 
 
 class StreamFailed(Exception):
@@ -130,10 +136,20 @@ async def _released_after(chunks: AsyncIterator[bytes], lease: Lease) -> AsyncIt
 def failure_response(label: str, exc: BaseException, *, dev: bool = False) -> Response:
     """The 500 response of a failed HTTP action (and its log record)."""
     failure = Failure(exc)
-    if dev:
-        log.error("✖ HTTP action %s", one_line(failure, label))
-    else:
-        log.error("HTTP action %s failed\n%s", label, failure.message(full=True), exc_info=exc)
+    # A ConvexError is the app's answer: one line at INFO; repeats are summarised.
+    convex = isinstance(exc, ConvexError)
+    level = logging.INFO if convex else logging.ERROR
+    if log.isEnabledFor(level) and _REPEATS.admit((label, type(exc).__name__), level):
+        if dev:
+            log.log(level, "✖ HTTP action %s", escape_controls(one_line(failure, label)))
+        else:
+            log.log(
+                level,
+                "HTTP action %s failed\n%s",
+                label,
+                escape_controls(failure.message(full=True)),
+                exc_info=None if convex else exc,
+            )
     code = "InternalServerError"
     if isinstance(exc, BasaltError) and (dev or isinstance(exc, ConvexError)):
         code = exc.code

@@ -16,9 +16,13 @@ while a function runs:
 Each line also goes to the server's output (stderr) prefixed with the function
 path — ``[messages:send] hello``, ``[messages:send] [INFO] saved`` — instead
 of through the logging handlers, which would print it a second time without
-the path. Lines are attributed per call (a context variable), so concurrent
-calls on one event loop keep their own. Whether a caller receives them is
-decided where its answer is written (see :mod:`basalt.runtime.outcome`).
+the path. There, control characters (carriage returns, ANSI escapes, NUL
+...) are written as escapes (``\\r``, ``\\x1b``, ``\\x00``), and every line
+of a multi-line record (a traceback) carries the prefix; the lines a caller
+receives are kept as the function wrote them. Lines are attributed per call
+(a context variable), so concurrent calls on one event loop keep their own.
+Whether a caller receives them is decided where its answer is written (see
+:mod:`basalt.runtime.outcome`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import logging
 import sys
 from contextvars import ContextVar
 from typing import Any, TextIO
+
+from .log_limit import escape_controls
 
 
 class FunctionLog:
@@ -44,9 +50,14 @@ class FunctionLog:
         """Append a ``[LEVEL] text`` line and echo it to the server's output."""
         self.lines.append(f"[{level}] {text}")
         echo = text if level == "LOG" else f"[{level}] {text}"
+        # On the server's output, control characters are escapes (a function
+        # must not move the cursor, colour or rewrite the terminal, nor end a
+        # line early), and each line of a multi-line record has the prefix.
+        prefix = f"[{escape_controls(self.label)}] "
+        echo = "".join(f"{prefix}{line}\n" for line in escape_controls(echo).split("\n"))
         # Without a usable stderr the caller still gets its line.
         with contextlib.suppress(OSError, ValueError):
-            sys.stderr.write(f"[{self.label}] {echo}\n")
+            sys.stderr.write(echo)
 
 
 current: ContextVar[FunctionLog | None] = ContextVar("basalt_log", default=None)

@@ -21,7 +21,10 @@ production server (``basalt serve``), is told no more than it needs:
 - no log lines.
 
 The server log keeps every failure in full (message, traceback) on the
-``basalt.functions`` logger, under the request id the client was given.
+``basalt.functions`` logger, under the request id the client was given; a
+``ConvexError`` (the app's own answer) in one line at INFO level, and a
+failure that repeats more than 10 times a minute in a summary (see
+:func:`report_failure`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from basalt.errors import BasaltError, ConvexError
 
 from .frames import app_frames
+from .log_limit import RepeatLimiter, escape_controls, log_repeats
 from .transaction import ReadSet
 
 log = logging.getLogger("basalt.functions")
@@ -181,24 +186,50 @@ def one_line(failure: Failure, path: object) -> str:
     return f"{_quote(path)} [Request ID: {failure.request_id}] {text}"
 
 
-def report_failure(failure: Failure, path: object, *, dev: bool) -> None:
+#: Holds back failure records that repeat (see :mod:`basalt.runtime.log_limit`):
+#: 10 per function and error type (rejected calls: per error type, as a client
+#: chooses their paths) a minute, then a summary.
+REPEATS = RepeatLimiter(partial(log_repeats, log))
+
+
+def report_failure(
+    failure: Failure, path: object, *, dev: bool, limiter: RepeatLimiter | None = None
+) -> None:
     """Record a failed call on the ``basalt.functions`` logger.
 
     In development (``dev``), one line per failed call, rejected calls
     (validation failures, unknown functions) included. In production, an error
     raised while the function ran is logged in full, with its traceback; a
-    rejected call only at INFO level (anyone can send those).
+    rejected call only at INFO level (anyone can send those). A ``ConvexError``
+    is the app's own answer, not a fault: one line at INFO level, without a
+    traceback, in both. Control characters of the error's message are
+    escaped, and a failure that repeats is summarised (``limiter``, by
+    default :data:`REPEATS`).
     """
-    if dev:
-        level = logging.WARNING if failure.rejected else logging.ERROR
-        log.log(level, "✖ %s", one_line(failure, path))
+    exc = failure.error
+    convex = isinstance(exc, ConvexError)
+    if convex:
+        level = logging.INFO
     elif failure.rejected:
-        log.info("rejected call: %s", one_line(failure, path))
+        level = logging.WARNING if dev else logging.INFO
     else:
-        log.error(
+        level = logging.ERROR
+    if not log.isEnabledFor(level):
+        return
+    error_type = type(exc).__name__
+    kind = (error_type,) if failure.rejected else (_quote(path), error_type)
+    if not (limiter or REPEATS).admit(kind, level):
+        return
+    if dev:
+        log.log(level, "✖ %s", escape_controls(one_line(failure, path)))
+    elif failure.rejected:
+        log.info("rejected call: %s", escape_controls(one_line(failure, path)))
+    else:
+        log.log(
+            level,
             "%s failed [Request ID: %s]: %s",
             _quote(path),
             failure.request_id,
-            _describe(failure.error, detail=True),
-            exc_info=failure.error,
+            escape_controls(_describe(exc, detail=True)),
+            exc_info=None if convex else exc,
         )

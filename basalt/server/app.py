@@ -24,7 +24,7 @@ from .asgi import (
     json_response,
     run_lifespan,
 )
-from .auth import Authenticator
+from .auth import Authenticator, Caller, client_address
 from .files_routes import FileRoutes
 from .http_api import HttpApi
 from .sync_queue import SendBudget
@@ -105,7 +105,7 @@ class BasaltApp:
                     receive,
                     send,
                     self.sync_hub(),
-                    self.auth,
+                    self.auth.for_client(client_address(scope)),
                     limits=self.sync_limits,
                     budget=self.send_budget,
                 )
@@ -158,6 +158,12 @@ class BasaltApp:
         status = exc.http_status if isinstance(exc, BasaltError) else 500
         return error_response(status, "InternalServerError", message)
 
+    async def _caller(self, request: Request) -> Caller:
+        """Who sent ``request`` (its ``Authorization`` header, from its address)."""
+        return await self.auth.from_header(
+            request.headers.get("authorization"), client_address(request.scope), request.query
+        )
+
     async def _route(self, request: Request) -> Response:
         path, method = request.path, request.method
         if method == "OPTIONS":
@@ -165,19 +171,13 @@ class BasaltApp:
         if path in _FUNCTION_ROUTES:
             if method != "POST" and not (method == "GET" and path == "/api/query"):
                 return error_response(405, "MethodNotAllowed", f"{method} {path} is not allowed")
-            caller = await self.auth.from_header(
-                request.headers.get("authorization"), request.query_param("adminKey")
-            )
+            caller = await self._caller(request)
             return await self.api.function(request, caller, _FUNCTION_ROUTES[path])
         if path.startswith("/api/run/") and method == "POST":
-            caller = await self.auth.from_header(
-                request.headers.get("authorization"), request.query_param("adminKey")
-            )
+            caller = await self._caller(request)
             return await self.api.run(request, caller, path[len("/api/run/") :])
         if path in ("/api/query_ts", "/api/query_at_ts", "/api/query_batch") and method == "POST":
-            caller = await self.auth.from_header(
-                request.headers.get("authorization"), request.query_param("adminKey")
-            )
+            caller = await self._caller(request)
             handler = getattr(self.api, path.rsplit("/", 1)[1])
             response: Response = await handler(request, caller)
             return response
@@ -186,21 +186,22 @@ class BasaltApp:
                 return error_response(404, "NotFound", "this deployment has no file storage")
             return await self.files.handle(request)
         if path in ("/version", "/api/version"):
-            return Response(f"basalt {basalt.__version__}", content_type="text/plain")
+            # Which version runs is for admins (it tells which known bugs apply).
+            admin = (await self._caller(request)).admin
+            text = f"basalt {basalt.__version__}" if admin else "basalt"
+            return Response(text, content_type="text/plain")
         if path in ("/health", "/api/health"):
+            if not (await self._caller(request)).admin:
+                return json_response({"status": "ok"})
             ts = await self.runtime.storage.latest_ts()
             return json_response({"status": "ok", "version": basalt.__version__, "ts": str(ts)})
         if path == "/api/check_admin_key":
-            caller = await self.auth.from_header(
-                request.headers.get("authorization"), request.query_param("adminKey")
-            )
+            caller = await self._caller(request)
             if not caller.admin:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
             return json_response({"ok": True})
         if path == "/api/stats" and method == "GET":
-            caller = await self.auth.from_header(
-                request.headers.get("authorization"), request.query_param("adminKey")
-            )
+            caller = await self._caller(request)
             if not caller.admin:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
             budget = self.send_budget

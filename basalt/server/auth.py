@@ -3,18 +3,35 @@
 User tokens are JWTs verified against the app's auth providers
 (``auth_config.py``, see :mod:`basalt.auth`). The HTTP API calls
 :meth:`Authenticator.from_header`; the sync WebSocket's ``Authenticate``
-message with ``tokenType: "User"`` calls :meth:`Authenticator.verify_user_token`.
+message goes through :meth:`Authenticator.for_client`.
+
+The admin key travels in the ``Authorization`` header only (``Convex <key>``,
+as the official clients send it). A ``?adminKey=`` query parameter, which
+proxies and access logs keep, is refused with 400 ``AdminKeyInUrl``.
+
+Guessing the admin key is slowed per client address (:class:`AdminKeyAttempts`):
+after 10 failed attempts, one more every 6 seconds; meanwhile admin-key
+attempts from that address are refused with 429 ``TooManyAdminKeyAttempts``
+without being checked. Behind a reverse proxy, the address is the one the
+proxy forwards (uvicorn reads ``X-Forwarded-For`` from the addresses in
+``FORWARDED_ALLOW_IPS``, by default ``127.0.0.1,::1``).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from basalt.auth import AuthConfig, JwtVerifier, load_auth_config
-from basalt.errors import Unauthenticated
+from basalt.errors import BadRequest, Unauthenticated
+
+#: What a request's client address is called when the server does not know it.
+UNKNOWN_CLIENT = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,79 @@ class Caller:
 ANONYMOUS = Caller()
 
 
+class TooManyAdminKeyAttempts(Unauthenticated):
+    code = "TooManyAdminKeyAttempts"
+    http_status = 429
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class AdminKeyAttempts:
+    """Failed admin-key attempts per client address: a bucket of ``burst``
+    attempts each, refilled by one every ``interval_s`` seconds. At most
+    ``max_addresses`` are remembered (those whose bucket is full are forgotten
+    first, then the longest unchanged)."""
+
+    def __init__(
+        self,
+        *,
+        burst: int = 10,
+        interval_s: float = 6.0,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.interval_s = interval_s
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _refilled(self, address: str) -> _Bucket | None:
+        bucket = self._buckets.get(address)
+        if bucket is not None:
+            now = self.clock()
+            bucket.tokens = min(
+                self.burst, bucket.tokens + (now - bucket.updated) / self.interval_s
+            )
+            bucket.updated = now
+        return bucket
+
+    def wait_s(self, address: str) -> float:
+        """Seconds before ``address`` may try an admin key again (0: now)."""
+        bucket = self._refilled(address)
+        if bucket is None or bucket.tokens >= 1:
+            return 0.0
+        return (1 - bucket.tokens) * self.interval_s
+
+    def failed(self, address: str) -> None:
+        """Count a wrong admin key sent from ``address``."""
+        bucket = self._refilled(address)
+        if bucket is None:
+            if len(self._buckets) >= self.max_addresses:
+                self._forget()
+            bucket = self._buckets[address] = _Bucket(float(self.burst), self.clock())
+        else:  # the most recently changed last: the first ones are forgotten first
+            del self._buckets[address]
+            self._buckets[address] = bucket
+        bucket.tokens -= 1
+
+    def _forget(self) -> None:
+        now = self.clock()
+        full = [
+            a
+            for a, b in self._buckets.items()
+            if b.tokens + (now - b.updated) / self.interval_s >= self.burst
+        ]
+        for address in full:
+            del self._buckets[address]
+        while len(self._buckets) >= self.max_addresses:
+            del self._buckets[next(iter(self._buckets))]
+
+
 class Authenticator:
     """Checks admin keys and user tokens.
 
@@ -35,8 +125,14 @@ class Authenticator:
     refused with ``NoAuthProvider``.
     """
 
-    def __init__(self, admin_key: str, auth_config: AuthConfig | None = None) -> None:
+    def __init__(
+        self,
+        admin_key: str,
+        auth_config: AuthConfig | None = None,
+        attempts: AdminKeyAttempts | None = None,
+    ) -> None:
         self.admin_key = admin_key
+        self.attempts = attempts or AdminKeyAttempts()
         self._verifier: JwtVerifier | None = None
         self.set_auth_config(auth_config)
 
@@ -60,6 +156,23 @@ class Authenticator:
             return False
         return hmac.compare_digest(key.encode(), self.admin_key.encode())
 
+    def check_admin_key(self, key: str, client: str, message: str) -> None:
+        """Raise :class:`Unauthenticated` (``BadAdminKey``, with ``message``)
+        unless ``key`` is the admin key, or :class:`TooManyAdminKeyAttempts`
+        without looking at it while ``client`` has failed too often."""
+        wait = self.attempts.wait_s(client)
+        if wait > 0:
+            raise TooManyAdminKeyAttempts(
+                f"Too many wrong admin keys from {client}: try again in {math.ceil(wait)} s"
+            )
+        if not self.is_admin_key(key):
+            self.attempts.failed(client)
+            raise Unauthenticated(message, code="BadAdminKey")
+
+    def for_client(self, client: str) -> ClientAuthenticator:
+        """What a sync connection from ``client`` checks its credentials with."""
+        return ClientAuthenticator(self, client)
+
     async def verify_user_token(self, token: str) -> dict[str, Any]:
         """The user identity (Convex's ``UserIdentity``) of a valid JWT.
 
@@ -79,21 +192,29 @@ class Authenticator:
         """The caller a user token (JWT) stands for."""
         return Caller(identity=await self.verify_user_token(token))
 
-    async def from_header(self, value: str | None, admin_key_param: str | None = None) -> Caller:
-        """The caller of an HTTP request (``Authorization`` header, or ``?adminKey=``)."""
-        if admin_key_param:
-            if not self.is_admin_key(admin_key_param):
-                raise Unauthenticated("The admin key is not valid", code="BadAdminKey")
-            return Caller(admin=True)
+    async def from_header(
+        self,
+        value: str | None,
+        client: str = UNKNOWN_CLIENT,
+        query: Mapping[str, Any] | None = None,
+    ) -> Caller:
+        """The caller of an HTTP request from ``client`` (its address), by its
+        ``Authorization`` header; ``query`` (its query parameters) must not
+        hold an admin key."""
+        if query and "adminKey" in query:
+            raise BadRequest(
+                "The admin key is not accepted in the URL (?adminKey=), where proxies and "
+                "logs keep it: send it in the Authorization header, as 'Convex <admin key>'",
+                code="AdminKeyInUrl",
+            )
         if not value:
             return ANONYMOUS
         scheme, _, credential = value.strip().partition(" ")
         credential = credential.strip()
         if scheme.lower() == "convex":
-            if not self.is_admin_key(credential):
-                raise Unauthenticated(
-                    "The admin key in the Authorization header is not valid", code="BadAdminKey"
-                )
+            self.check_admin_key(
+                credential, client, "The admin key in the Authorization header is not valid"
+            )
             return Caller(admin=True)
         if scheme.lower() == "bearer":
             if not credential:
@@ -104,6 +225,40 @@ class Authenticator:
             f"got scheme {scheme!r}",
             code="InvalidAuthHeader",
         )
+
+
+class ClientAuthenticator:
+    """The authenticator as one client address sees it (the sync WebSocket's
+    ``Authenticate`` messages): wrong admin keys count against that address."""
+
+    __slots__ = ("_auth", "client")
+
+    def __init__(self, auth: Authenticator, client: str) -> None:
+        self._auth = auth
+        self.client = client
+
+    def is_admin_key(self, key: str) -> bool:
+        """True for the admin key; False for a wrong one (counted), and
+        :class:`TooManyAdminKeyAttempts` while the address has failed too often."""
+        try:
+            self._auth.check_admin_key(key, self.client, "The admin key is not valid")
+        except TooManyAdminKeyAttempts:
+            raise
+        except Unauthenticated:
+            return False
+        return True
+
+    async def verify_user_token(self, token: str) -> dict[str, Any]:
+        return await self._auth.verify_user_token(token)
+
+
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The address of an ASGI connection's client (uvicorn's proxy handling
+    already applied), or :data:`UNKNOWN_CLIENT`."""
+    client = scope.get("client")
+    if client and client[0]:
+        return str(client[0])
+    return UNKNOWN_CLIENT
 
 
 def build_authenticator(admin_key: str, app_folder: Path | None) -> Authenticator:

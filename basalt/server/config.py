@@ -2,14 +2,19 @@
 
 - ``BASALT_DATABASE_URL``: ``postgresql://…`` for PostgreSQL; default: a SQLite
   file in the data folder.
-- ``BASALT_ADMIN_KEY``: the admin key; default: generated once and kept in
-  ``<data>/admin_key``.
+- ``BASALT_ADMIN_KEY``: the admin key, at least :data:`MIN_ADMIN_KEY_LENGTH`
+  characters; default: generated once and kept in ``<data>/admin_key``.
 - ``BASALT_PUBLIC_URL``: the origin that storage URLs (``get_url``,
   ``generate_upload_url``) start with; default: the server's own URL.
 - ``BASALT_S3_BUCKET``: keep file blobs in this S3-compatible bucket (needs
   ``basalt-backend[s3]``), with ``BASALT_S3_PREFIX``, ``BASALT_S3_ENDPOINT_URL``,
   ``BASALT_S3_REGION``, ``BASALT_S3_ADDRESSING_STYLE`` and the standard AWS
   credential variables; default: files in ``<data>/blobs``.
+- ``BASALT_MAX_UPLOAD_MB``: the largest file an upload (or ``ctx.storage.store``)
+  may store, in MiB (default 1024); ``BASALT_MAX_CONCURRENT_UPLOADS``: uploads
+  one server process receives at once (default 16, more are refused with 503);
+  ``BASALT_MIN_FREE_DISK_MB``: MiB of the blob folder's disk that files never
+  take (default 1024; local disk only).
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
   default) or ``power`` (survive power loss: fsync every commit).
 - ``BASALT_FUNCTION_TIMEOUT``: seconds of event-loop time a query or mutation
@@ -21,9 +26,10 @@
   ``BASALT_MAX_CONNECTIONS``: limits on HTTP clients, read by
   :mod:`basalt.server.connections`.
 
-A running server records its URL, process id and admin key in
-``<data>/server.json`` (readable by its owner only), so that ``basalt run``
-finds it, and holds the data folder's lock (:mod:`.data_lock`) while it runs.
+A running server records its URL, process id and where its admin key comes
+from (never the key itself) in ``<data>/server.json`` (readable by its owner
+only), so that ``basalt run`` finds it, and holds the data folder's lock
+(:mod:`.data_lock`) while it runs.
 
 Everything in the data folder is private to its owner: the folder is ``0700``
 (an existing one with a looser mode is tightened when a server starts), its
@@ -41,7 +47,12 @@ from pathlib import Path
 
 from basalt.errors import BasaltError
 from basalt.files import blob_store_from_env
-from basalt.runtime.files import FileService
+from basalt.runtime.files import (
+    MAX_CONCURRENT_UPLOADS,
+    MAX_UPLOAD_BYTES,
+    MIN_FREE_BYTES,
+    FileService,
+)
 from basalt.storage.base import Persistence
 
 from .data_lock import DataFolderLock
@@ -51,6 +62,9 @@ DEFAULT_APP_DIR = "functions"
 DEFAULT_DATA_DIR = ".basalt"
 SQLITE_FILE = "basalt.sqlite3"
 ADMIN_KEY_FILE = "admin_key"
+ADMIN_KEY_ENV = "BASALT_ADMIN_KEY"
+#: The shortest admin key a server accepts (generated keys have 71 characters).
+MIN_ADMIN_KEY_LENGTH = 32
 SERVER_FILE = "server.json"
 
 
@@ -77,8 +91,17 @@ class ServerConfig:
     action_threads: int = 64
     #: seconds a graceful stop may take before the process exits anyway
     stop_timeout: float = 10.0
+    #: the largest file an upload may store (MiB)
+    max_upload_mb: float = MAX_UPLOAD_BYTES / (1 << 20)
+    #: how many uploads this process receives at once
+    max_concurrent_uploads: int = MAX_CONCURRENT_UPLOADS
+    #: MiB of the local blob folder's disk that files never take
+    min_free_disk_mb: float = MIN_FREE_BYTES / (1 << 20)
     #: True once :meth:`ensure_admin_key` has generated (and stored) a new key
     admin_key_generated: bool = False
+    #: where :meth:`ensure_admin_key` found the key: :data:`ADMIN_KEY_ENV` (the
+    #: environment, or a value given) or :data:`ADMIN_KEY_FILE` (the data folder)
+    admin_key_source: str | None = None
 
     @classmethod
     def from_env(cls, **values: object) -> ServerConfig:
@@ -87,7 +110,7 @@ class ServerConfig:
         config.app_dir = Path(config.app_dir)
         config.data_dir = Path(config.data_dir)
         config.database_url = config.database_url or os.environ.get("BASALT_DATABASE_URL") or None
-        config.admin_key = config.admin_key or os.environ.get("BASALT_ADMIN_KEY") or None
+        config.admin_key = config.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
         config.durability = os.environ.get("BASALT_DURABILITY", config.durability)
         config.public_url = config.public_url or os.environ.get("BASALT_PUBLIC_URL") or None
         timeout = _env_number("BASALT_FUNCTION_TIMEOUT", config.function_timeout or 0.0)
@@ -96,6 +119,18 @@ class ServerConfig:
             _env_number("BASALT_ACTION_THREADS", config.action_threads, minimum=1, integer=True)
         )
         config.stop_timeout = _env_number("BASALT_STOP_TIMEOUT", config.stop_timeout)
+        config.max_upload_mb = _env_number("BASALT_MAX_UPLOAD_MB", config.max_upload_mb, unit="MiB")
+        config.max_concurrent_uploads = int(
+            _env_number(
+                "BASALT_MAX_CONCURRENT_UPLOADS",
+                config.max_concurrent_uploads,
+                minimum=1,
+                integer=True,
+            )
+        )
+        config.min_free_disk_mb = _env_number(
+            "BASALT_MIN_FREE_DISK_MB", config.min_free_disk_mb, unit="MiB"
+        )
         if config.site_port is None:
             config.site_port = config.port + 1 if config.port else 0
         return config
@@ -114,21 +149,47 @@ class ServerConfig:
 
     def stored_admin_key(self) -> str | None:
         """The admin key from config/env or the data folder, without generating one."""
-        if self.admin_key:
-            return self.admin_key
+        return self.admin_key or self._admin_key_file()
+
+    def _admin_key_file(self) -> str | None:
         try:
             return (self.data_dir / ADMIN_KEY_FILE).read_text().strip() or None
         except OSError:
             return None
 
+    def admin_key_for(self, server: RunningServer) -> str | None:
+        """The admin key to call ``server`` with, taken where the server takes
+        its own: this process's ``BASALT_ADMIN_KEY``, or the data folder's
+        file (None: not there)."""
+        if server.admin_key_source == ADMIN_KEY_FILE:
+            return self._admin_key_file()
+        if server.admin_key_source == ADMIN_KEY_ENV:
+            return self.admin_key
+        return self.stored_admin_key()
+
     def ensure_admin_key(self) -> str:
         """The admin key: from config/env, else the one kept in the data folder
-        (generated on first start)."""
+        (generated on first start). Raises :class:`ConfigError` for a key
+        shorter than :data:`MIN_ADMIN_KEY_LENGTH` characters."""
         if self.admin_key:
+            generated = self.data_dir / ADMIN_KEY_FILE
+            _check_admin_key(
+                self.admin_key,
+                f"{ADMIN_KEY_ENV} is",
+                f"or unset {ADMIN_KEY_ENV} to have one generated in {generated}",
+            )
+            self.admin_key_source = ADMIN_KEY_ENV
             return self.admin_key
         stored = self.stored_admin_key()
         if stored:
+            path = self.data_dir / ADMIN_KEY_FILE
+            _check_admin_key(
+                stored,
+                f"the admin key in {path} is",
+                "or delete that file to have a new key generated there",
+            )
             self.admin_key = stored
+            self.admin_key_source = ADMIN_KEY_FILE
             return stored
         path = self.data_dir / ADMIN_KEY_FILE
         self.prepare_data_dir()
@@ -140,6 +201,7 @@ class ServerConfig:
         os.replace(tmp, path)
         self.admin_key = key
         self.admin_key_generated = True
+        self.admin_key_source = ADMIN_KEY_FILE
         return key
 
     @property
@@ -198,12 +260,20 @@ class ServerConfig:
         ``<data>/blobs``; URLs start with ``BASALT_PUBLIC_URL`` or the server URL
         (call after the port is known)."""
         blobs = blob_store_from_env(self.data_dir / "blobs")
-        return FileService(blobs, origin=self.public_url or self.url)
+        return FileService(
+            blobs,
+            origin=self.public_url or self.url,
+            max_upload_bytes=int(self.max_upload_mb * (1 << 20)),
+            max_concurrent_uploads=self.max_concurrent_uploads,
+            min_free_bytes=int(self.min_free_disk_mb * (1 << 20)),
+        )
 
     # -- the running-server marker used by `basalt run` ------------------------
     def write_server_file(self) -> None:
-        """Record this process as the server of the data folder (URL, pid and admin
-        key, so that ``basalt run`` can call it). Readable by the owner only.
+        """Record this process as the server of the data folder (URL, pid, and
+        where its admin key comes from, so that ``basalt run`` can call it).
+        Readable by the owner only. The key itself is not recorded: a key kept
+        off disk (``BASALT_ADMIN_KEY``) stays off disk.
 
         On PostgreSQL, whose servers may share a data folder, another live
         server's marker is left alone: ``basalt run`` keeps calling that one,
@@ -219,7 +289,7 @@ class ServerConfig:
             "url": self.url,
             "siteUrl": self.site_url,
             "pid": os.getpid(),
-            "adminKey": self.admin_key,
+            "adminKeySource": self.admin_key_source,
         }
         tmp = path.with_name(f"{SERVER_FILE}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -239,7 +309,12 @@ class ServerConfig:
 
 
 def _env_number(
-    name: str, default: float, *, minimum: float = 0.0, integer: bool = False
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    integer: bool = False,
+    unit: str = "seconds",
 ) -> float:
     """The number in environment variable ``name`` (``default`` if unset)."""
     text = os.environ.get(name, "").strip()
@@ -248,11 +323,22 @@ def _env_number(
     try:
         value = int(text) if integer else float(text)
     except ValueError:
-        kind = "a whole number" if integer else "a number of seconds"
+        kind = "a whole number" if integer else f"a number of {unit}"
         raise ConfigError(f"{name} must be {kind}, got {text!r}") from None
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name} must be a finite number of at least {minimum:g}, got {text!r}")
     return value
+
+
+def _check_admin_key(key: str, what: str, otherwise: str) -> None:
+    if len(key) < MIN_ADMIN_KEY_LENGTH:
+        raise ConfigError(
+            f"{what} too short: an admin key needs at least {MIN_ADMIN_KEY_LENGTH} characters "
+            f"(it has {len(key)}), as anyone who reaches the server may guess at it; use a "
+            'long random one (python -c "import secrets; print(secrets.token_hex(32))"), '
+            + otherwise,
+            code="AdminKeyTooShort",
+        )
 
 
 @dataclass(frozen=True)
@@ -261,7 +347,9 @@ class RunningServer:
 
     url: str
     pid: int
-    admin_key: str | None
+    #: where its admin key comes from: ``BASALT_ADMIN_KEY`` (the server's
+    #: environment) or ``admin_key`` (the data folder's file); None: unknown
+    admin_key_source: str | None
 
 
 def running_server(data_dir: Path) -> RunningServer | None:
@@ -270,8 +358,8 @@ def running_server(data_dir: Path) -> RunningServer | None:
         info = json.loads((data_dir / SERVER_FILE).read_text())
         pid = int(info["pid"])
         os.kill(pid, 0)
-        key = info.get("adminKey")
-        return RunningServer(str(info["url"]), pid, key if isinstance(key, str) else None)
+        source = info.get("adminKeySource")
+        return RunningServer(str(info["url"]), pid, source if isinstance(source, str) else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -15,11 +15,19 @@ ignored (the whole file, 200), as RFC 9110 allows. The path segment must be a
 canonical lowercase UUID, anything else is a 404 without touching the store.
 
 Files are served from the API origin, so a stored file must never run script
-there: every download carries ``X-Content-Type-Options: nosniff``, and a file
-whose type is not on :data:`INLINE_TYPES` (HTML, SVG, XML, JavaScript, unknown
-types ...) also ``Content-Security-Policy: sandbox`` and ``Content-Disposition:
-attachment``, so that a browser opening it saves it, or shows it without
-script in an opaque origin.
+there: its content type is one media type in canonical form (refused with 400
+``InvalidContentType`` at upload otherwise, see
+:mod:`basalt.files.content_type`), every download carries
+``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox``
+(script never runs, and the page is in an opaque origin, whatever a browser
+makes of the bytes), and a file whose type is not on :data:`INLINE_TYPES`
+(HTML, SVG, XML, JavaScript, unknown types ...) also ``Content-Disposition:
+attachment``, so that a browser opening it saves it.
+
+An upload the server cannot take now is refused before its body is read: 403
+``UploadTokenInUse`` while another upload with the same URL is under way, 503
+``TooManyUploads`` (with ``Retry-After``) when the process receives as many as
+it takes at once, 507 ``InsufficientStorage`` when the disk is short of space.
 """
 
 from __future__ import annotations
@@ -33,7 +41,16 @@ import re
 from collections.abc import AsyncGenerator
 
 from basalt.errors import BadRequest, BasaltError
-from basalt.files import BlobNotFound, BlobReader, UploadInterrupted, is_uuid_text
+from basalt.files import (
+    BlobNotFound,
+    BlobReader,
+    InvalidContentType,
+    UploadInterrupted,
+    UploadRefused,
+    canonical_content_type,
+    is_uuid_text,
+    media_type,
+)
 from basalt.runtime.files import FileService, StoredFile
 
 from .asgi import Receive, Request, Response, Send, error_response, json_response
@@ -65,10 +82,8 @@ INLINE_TYPES = frozenset(
 )
 #: Media type families a browser only plays.
 INLINE_FAMILIES = ("audio/", "video/")
-_SANDBOX_HEADERS = (
-    ("content-security-policy", "sandbox"),
-    ("content-disposition", "attachment"),
-)
+#: Seconds a client refused for too many uploads under way is asked to wait.
+RETRY_AFTER_S = 1
 _RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.IGNORECASE)
 
 
@@ -160,11 +175,21 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     return start, end
 
 
-def is_inline(content_type: str | None) -> bool:
-    """Whether a stored file of this type may be shown inline from the API origin."""
-    if not content_type:
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
+def served_type(content_type: str | None) -> str:
+    """The ``Content-Type`` a stored file is served with: its type in canonical
+    form, or ``application/octet-stream`` for none, or for one stored before
+    types were checked that is not exactly one media type."""
+    if content_type:
+        try:
+            return canonical_content_type(content_type)
+        except InvalidContentType:
+            pass
+    return "application/octet-stream"
+
+
+def is_inline(content_type: str) -> bool:
+    """Whether a file served with this canonical type may be shown inline."""
+    media = media_type(content_type)
     return media in INLINE_TYPES or media.startswith(INLINE_FAMILIES)
 
 
@@ -234,6 +259,10 @@ class FileRoutes:
             if request.method not in ("GET", "HEAD"):
                 return error_response(405, "MethodNotAllowed", "files are read with GET")
             return await self.download(request)
+        except UploadRefused as exc:  # the server's state, not a failure: try later
+            refused = error_response(exc.http_status, exc.code, exc.message)
+            refused.headers.append(("retry-after", str(RETRY_AFTER_S)))
+            return refused
         except BasaltError as exc:
             if exc.http_status >= 500:
                 raise  # the server's failure: answered without its details (server/app.py)
@@ -246,7 +275,8 @@ class FileRoutes:
             return error_response(400, "MissingUploadToken", "the upload URL has no token")
         limit = self.files.max_upload_bytes
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > limit:
             return error_response(
                 413, "PayloadTooLarge", f"the file is larger than the limit of {limit} bytes"
             )
@@ -258,6 +288,7 @@ class FileRoutes:
                 body,
                 content_type=request.headers.get("content-type") or None,
                 expected_sha256=expected,
+                declared_size=declared,
             )
         finally:
             await body.aclose()
@@ -269,16 +300,18 @@ class FileRoutes:
         if file is None:
             return error_response(404, "NotFound", "no such file")
         etag = f'"{base64.b64decode(file.sha256).hex()}"'
+        content_type = served_type(file.content_type)
         headers = [
-            ("content-type", file.content_type or "application/octet-stream"),
+            ("content-type", content_type),
             ("digest", f"sha-256={file.sha256}"),
             ("etag", etag),
             ("cache-control", CACHE_CONTROL),
             ("accept-ranges", "bytes"),
             ("x-content-type-options", "nosniff"),
+            ("content-security-policy", "sandbox"),
         ]
-        if not is_inline(file.content_type):
-            headers.extend(_SANDBOX_HEADERS)
+        if not is_inline(content_type):
+            headers.append(("content-disposition", "attachment"))
         wanted = parse_range(request.headers.get("range"), file.size)
         if_range = request.headers.get("if-range")
         if if_range is not None and if_range.strip() != etag:

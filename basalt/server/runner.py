@@ -254,6 +254,7 @@ async def _serve_locked(
             http=http_protocol,
             timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
+            server_header=False,  # no "Server: uvicorn" (it tells what to attack)
         )
     )
     site_server = _Server(
@@ -266,6 +267,7 @@ async def _serve_locked(
             http=http_protocol,
             timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             timeout_graceful_shutdown=3,
+            server_header=False,  # no "Server: uvicorn" (it tells what to attack)
         )
     )
     stopping.stop_servers([server, site_server])

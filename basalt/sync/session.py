@@ -128,9 +128,10 @@ class SyncSession:
         self.session_id = msg.session_id
         latest = max(self.hub.ts, await self.runtime.storage.latest_ts())
         if msg.max_observed_ts is not None and msg.max_observed_ts > latest:
-            raise m.ProtocolError(
-                f"Connect.maxObservedTimestamp ({msg.max_observed_ts}) is newer than this "
-                f"server's latest timestamp ({latest}): was the data folder replaced?"
+            raise m.ProtocolError(  # without the numbers: they tell the write activity
+                "Connect.maxObservedTimestamp is newer than this server's latest timestamp: "
+                "the client saw data this server does not have (was the data folder or "
+                "database replaced, or restored from an older backup?)"
             )
 
     def _admits(self, size: int) -> bool:

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 
 from basalt.auth import AuthConfig, AuthConfigError
-from basalt.errors import Unauthenticated
-from basalt.server.auth import ANONYMOUS, Authenticator, build_authenticator
+from basalt.errors import BadRequest, Unauthenticated
+from basalt.server.auth import (
+    ANONYMOUS,
+    AdminKeyAttempts,
+    Authenticator,
+    TooManyAdminKeyAttempts,
+    build_authenticator,
+)
 
 from .helpers import APP_ID, ISSUER, SigningKey, data_url, jwks
 
@@ -50,7 +56,9 @@ async def test_bearer_tokens_and_admin_keys(rsa_key: SigningKey) -> None:
     assert caller.identity["tokenIdentifier"] == f"{ISSUER}|bob"
     assert caller.identity["name"] == "Bob"
     assert (await auth.from_header(f"Convex {ADMIN_KEY}")).admin is True
-    assert (await auth.from_header(None, ADMIN_KEY)).admin is True
+    with pytest.raises(BadRequest) as refused:  # ?adminKey=: never in a URL
+        await auth.from_header(None, "127.0.0.1", {"adminKey": [ADMIN_KEY]})
+    assert refused.value.code == "AdminKeyInUrl"
     assert await auth.from_header(None) is ANONYMOUS
     with pytest.raises(Unauthenticated) as info:
         await auth.from_header("Bearer not.a.token")
@@ -96,3 +104,48 @@ async def test_build_authenticator(tmp_path: Path, rsa_key: SigningKey) -> None:
     with pytest.raises(AuthConfigError) as info:
         build_authenticator(ADMIN_KEY, tmp_path)
     assert info.value.message == 'auth_config.py providers[0]: "issuer" is required'
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_wrong_admin_keys_are_refused_after_ten_then_one_every_six_seconds() -> None:
+    clock = FakeClock()
+    auth = Authenticator(ADMIN_KEY, attempts=AdminKeyAttempts(clock=clock))
+    wrong, right = f"Convex {ADMIN_KEY}x", f"Convex {ADMIN_KEY}"
+    for _ in range(10):
+        with pytest.raises(Unauthenticated) as info:
+            await auth.from_header(wrong, "10.0.0.1")
+        assert info.value.code == "BadAdminKey"
+    for header in (wrong, right):
+        with pytest.raises(TooManyAdminKeyAttempts) as too_many:
+            await auth.from_header(header, "10.0.0.1")
+        assert too_many.value.http_status == 429
+        assert too_many.value.message == "Too many wrong admin keys from 10.0.0.1: try again in 6 s"
+    assert (await auth.from_header(right, "10.0.0.2")).admin  # another address
+    clock.now += 6  # one more attempt
+    assert (await auth.from_header(right, "10.0.0.1")).admin
+    with pytest.raises(Unauthenticated):
+        await auth.from_header(wrong, "10.0.0.1")
+    with pytest.raises(TooManyAdminKeyAttempts):
+        await auth.from_header(right, "10.0.0.1")
+    clock.now += 60  # the bucket is full again
+    for _ in range(10):
+        with pytest.raises(Unauthenticated) as info:
+            await auth.from_header(wrong, "10.0.0.1")
+        assert info.value.code == "BadAdminKey"
+
+
+def test_admin_key_attempts_remember_a_bounded_number_of_addresses() -> None:
+    clock = FakeClock()
+    attempts = AdminKeyAttempts(burst=2, max_addresses=100, clock=clock)
+    for i in range(1000):
+        attempts.failed(f"10.0.{i // 256}.{i % 256}")
+        attempts.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(attempts._buckets) <= 100
+    assert attempts.wait_s("10.0.3.231") > 0  # the most recent are remembered

@@ -158,13 +158,24 @@ def test_run_in_process_then_through_the_running_server(
     assert (doc["_id"], doc["body"]) == (first_id, "hello")
     assert not (data / "server.json").exists()
 
-    # A server runs for the data folder (with its admin key from the environment,
-    # which `basalt run` does not have): `basalt run` goes through it. The app
-    # folder given to `basalt run` is empty, so only the server can run the function.
-    server = basalt_process(app, data, admin_key="key-only-the-server-knows").start()
+    # A server runs for the data folder, with its admin key from its environment:
+    # `basalt run` goes through it, with the key from its own environment (the
+    # server does not write it to disk). The app folder given to `basalt run` is
+    # empty, so only the server can run the function.
+    server_key = "key-only-the-server-knows|" + "k" * 32
+    server = basalt_process(app, data, admin_key=server_key).start()
+    assert server_key not in (data / "server.json").read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
     elsewhere = ["--app", str(empty), "--data", str(data)]
+    without_key = basalt("run", "messages:list", *elsewhere, env=env)
+    assert without_key.returncode == 2
+    assert without_key.stderr == (
+        f"error: the server at {server.url} (pid {server.pid}) takes its admin key from "
+        "BASALT_ADMIN_KEY, which is not set here: set it to the server's key, or pass "
+        "--admin-key\n"
+    )
+    env = {**env, "BASALT_ADMIN_KEY": server_key}
     second_id = run_json(
         "messages:send", '{"author": "bob", "body": "via server"}', *elsewhere, env=env
     )
@@ -190,16 +201,17 @@ def test_run_in_process_then_through_the_running_server(
 def test_run_with_explicit_url_and_admin_key(
     project: Path, tmp_path: Path, basalt_process: Callable[..., Any]
 ) -> None:
-    server = basalt_process(project / "functions", tmp_path / "data", admin_key="k1").start()
+    key = "k1" * 16
+    server = basalt_process(project / "functions", tmp_path / "data", admin_key=key).start()
     args = ["--url", server.url, "--app", str(tmp_path / "none"), "--data", str(tmp_path / "d")]
-    assert isinstance(run_json("messages:send", SEND, *args, "--admin-key", "k1"), str)
+    assert isinstance(run_json("messages:send", SEND, *args, "--admin-key", key), str)
     result = basalt("run", "messages:list", *args, "--admin-key", "wrong")
     assert result.returncode != 0
     assert "401" in result.stderr and "BadAdminKey" in result.stderr
-    result = basalt("run", "messages:list", *args, env=clean_env(BASALT_ADMIN_KEY="k1"))
+    result = basalt("run", "messages:list", *args, env=clean_env(BASALT_ADMIN_KEY=key))
     assert result.returncode == 0, result.stderr
     # Nothing listens there: a clear error, no traceback.
-    result = basalt("run", "messages:list", "--url", "http://127.0.0.1:9", "--admin-key", "k1")
+    result = basalt("run", "messages:list", "--url", "http://127.0.0.1:9", "--admin-key", key)
     assert result.returncode != 0
     assert "cannot reach" in result.stderr and "Traceback" not in result.stderr
 

@@ -22,7 +22,7 @@ import pytest
 
 from basalt.testing.engines import selected_backend
 
-from .conftest import Databases, basalt
+from .conftest import Databases, basalt, harness
 
 ON_POSTGRES = selected_backend() == "postgres"
 
@@ -100,7 +100,8 @@ def test_a_second_server_on_a_sqlite_data_folder_is_refused(
 ) -> None:
     app, data = project / "functions", project / ".basalt"
     where = ["--app", str(app), "--data", str(data)]
-    env = databases.env(data)
+    # `basalt run` calls the server with its key, from where the server has it.
+    env = databases.env(data, BASALT_ADMIN_KEY=harness.ADMIN_KEY)
     first = basalt_process(app, data).start()
     marker = data / "server.json"
     before = (marker.read_bytes(), marker.stat().st_mtime_ns)
@@ -131,7 +132,8 @@ def test_servers_on_postgresql_may_share_a_data_folder(
 ) -> None:
     app, data = project / "functions", project / ".basalt"
     where = ["--app", str(app), "--data", str(data)]
-    env = databases.env(data)
+    # `basalt run` calls the server with its key, from where the server has it.
+    env = databases.env(data, BASALT_ADMIN_KEY=harness.ADMIN_KEY)
     first = basalt_process(app, data).start()
     marker = data / "server.json"
     before = (marker.read_bytes(), marker.stat().st_mtime_ns)

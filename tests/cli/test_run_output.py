@@ -71,5 +71,6 @@ def test_run_through_the_server(
     empty = tmp_path / "empty"
     empty.mkdir()
     where = ["--app", str(empty), "--data", str(data)]  # only the server has the app
-    check_output(where, databases.env(data))
-    check_closed_pipe(where, databases.env(data))
+    env = databases.env(data, BASALT_ADMIN_KEY=harness.ADMIN_KEY)  # the server's key
+    check_output(where, env)
+    check_closed_pipe(where, env)

@@ -222,7 +222,8 @@ MakeServed = Callable[..., Awaitable[Served]]
 @pytest.fixture
 async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
     """``await served()``: a runtime + file service + uvicorn. Calling it again
-    after ``await s.stop()``-style teardown (``restart``) reopens the same data."""
+    after ``await s.stop()``-style teardown (``restart``) reopens the same data.
+    ``blobs``: a store of the test's own instead of the backend's."""
     running: list[tuple[QuietServer, asyncio.Task[None], Runtime, socket.socket]] = []
 
     async def stop_all() -> None:
@@ -234,7 +235,11 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
             sock.close()
 
     async def make(
-        *, clock: ManualClock | None = None, restart: bool = False, **service_kw: Any
+        *,
+        clock: ManualClock | None = None,
+        restart: bool = False,
+        blobs: BlobStore | None = None,
+        **service_kw: Any,
     ) -> Served:
         if restart:
             await stop_all()
@@ -242,7 +247,7 @@ async def served(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeServed]:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        files = FileService(backend.make(), origin=url, **service_kw)
+        files = FileService(blobs or backend.make(), origin=url, **service_kw)
         runtime = Runtime(
             App.from_modules({"files": files_app_module, "schema": files_app_module.schema_module}),
             engine_for_tests(tmp_path, "db"),

@@ -100,3 +100,22 @@ def test_pipeline_upload_through_basalt_serve(
         assert reused.json()["code"] == "UploadTokenUsed"
         restarted.client().mutation("assets:remove", {"storageId": storage_id})
         assert http.get(moved).status_code == 404
+
+
+def test_the_upload_limit_is_configured_in_mib(
+    processes: Callable[..., BasaltProcess], tmp_path: Path
+) -> None:
+    """``BASALT_MAX_UPLOAD_MB`` sets the largest file a ``basalt serve`` stores."""
+    app = tmp_path / "app"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    server = processes(app, tmp_path / "data", {"BASALT_MAX_UPLOAD_MB": "1"}).start()
+    client = server.client()
+    with httpx.Client(timeout=30) as http:
+        url = client.mutation("assets:generateUploadUrl")
+        over = http.post(url, content=b"x" * ((1 << 20) + 1))
+        assert over.status_code == 413
+        assert over.json() == {
+            "code": "PayloadTooLarge",
+            "message": "the file is larger than the limit of 1048576 bytes",
+        }
+        assert http.post(url, content=b"x" * (1 << 20)).status_code == 200

@@ -46,6 +46,13 @@ CHAT = textwrap.dedent(
     @query
     async def quiet(ctx):
         return 1
+
+
+    @query
+    async def garbled(ctx):
+        print("50%\\r100%\\x1b[2J\\x1b[31mred\\x00 \\u202egnp.exe")
+        log.warning("first line\\n[chat:talk] a line of another function?")
+        return 1
     """
 )
 
@@ -110,3 +117,23 @@ async def test_records_outside_calls_are_left_alone(
     assert "outside any call" in caplog.text
     outcome = await runtime.call("chat:quiet", {})
     assert outcome.ok and outcome.log_lines == []
+
+
+async def test_control_characters_are_escaped_on_the_servers_output(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A function's output cannot rewrite the server's terminal or log (carriage
+    returns, ANSI escapes, NUL, bidi overrides) nor pass a line off as another
+    function's; the caller still gets its lines as written."""
+    logs.install()
+    capsys.readouterr()
+    outcome = await runtime.call("chat:garbled", {})
+    assert outcome.ok, outcome.error
+    assert outcome.log_lines == [
+        "[LOG] 50%\r100%\x1b[2J\x1b[31mred\x00 \u202egnp.exe",
+        "[WARN] first line\n[chat:talk] a line of another function?",
+    ]
+    err = capsys.readouterr().err
+    assert "[chat:garbled] 50%\\r100%\\x1b[2J\\x1b[31mred\\x00 \\u202egnp.exe\n" in err
+    assert "[chat:garbled] [WARN] first line\n[chat:garbled] [chat:talk] a line" in err
+    assert not any(c in err for c in "\r\x1b\x00\u202e")

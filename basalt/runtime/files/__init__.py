@@ -9,8 +9,10 @@ names the blob too (:func:`basalt.files.blob_key`), so no hidden field or
 index is needed; URLs carry a keyed permutation of it
 (:class:`basalt.files.UrlKeyCodec`), so a storage id does not reveal its URL.
 
-Uploads: check the token → stream the bytes into the blob store (invisible
-until complete and checked) → one system transaction that records the token as
+Uploads: check the token, and claim it for as long as the upload runs (a
+concurrent second use is refused before its body is read), with the limits on
+uploads under way and free disk → stream the bytes into the blob store
+(invisible until complete and checked) → one system transaction that records the token as
 spent (``_upload_tokens``, whose document id is built from the token id, so the
 check is a point read and survives restarts) and inserts the ``_storage`` row.
 If that transaction fails, the blob is deleted; a crash in between leaves an
@@ -31,7 +33,9 @@ from .ctx import (
     StorageWriter,
 )
 from .service import (
+    MAX_CONCURRENT_UPLOADS,
     MAX_UPLOAD_BYTES,
+    MIN_FREE_BYTES,
     SECRET_META_KEY,
     UPLOAD_TOKENS_TABLE,
     FileService,
@@ -40,7 +44,9 @@ from .service import (
 )
 
 __all__ = [
+    "MAX_CONCURRENT_UPLOADS",
     "MAX_UPLOAD_BYTES",
+    "MIN_FREE_BYTES",
     "SECRET_META_KEY",
     "STORAGE_TABLE",
     "UPLOAD_TOKENS_TABLE",

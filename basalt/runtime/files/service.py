@@ -9,7 +9,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -18,12 +18,15 @@ from basalt.files import (
     DEFAULT_TTL_S,
     BlobReader,
     BlobStore,
+    InsufficientStorage,
     InvalidUploadToken,
     StoredBlob,
+    TooManyUploads,
     UploadToken,
     UploadTokenSigner,
     UrlKeyCodec,
     blob_key,
+    canonical_content_type,
     internal_id_of_key,
 )
 from basalt.storage.base import Commit, Document, Persistence, ReadTransaction
@@ -36,7 +39,6 @@ from ..transaction import Limits, TxState
 from .ctx import (
     STORAGE_TABLE,
     StorageActions,
-    StorageArgumentError,
     StorageReader,
     StorageWriter,
     key_of,
@@ -49,7 +51,14 @@ UPLOAD_TOKENS_TABLE: Final = "_upload_tokens"
 SECRET_META_KEY: Final = "files.secret"
 #: The default limit on one upload (and on one ``ctx.storage.store``).
 MAX_UPLOAD_BYTES: Final = 1 << 30
-MAX_CONTENT_TYPE_LENGTH: Final = 1024
+#: How many uploads one server process takes at once by default.
+MAX_CONCURRENT_UPLOADS: Final = 16
+#: The free disk space below which a local blob store takes no more bytes.
+MIN_FREE_BYTES: Final = 1 << 30
+#: Bytes a store or upload receives between two looks at the free disk space.
+_FREE_CHECK_EVERY = 16 << 20
+#: Seconds between two log records about uploads refused for lack of disk.
+_LOW_DISK_LOG_EVERY_S = 60.0
 #: How long a deletion waits for its mutation's commit before it is forgotten.
 _PENDING_DELETE_TTL_S = 600.0
 #: How many spent-token records one pruning transaction looks at.
@@ -97,6 +106,13 @@ def _token_used() -> InvalidUploadToken:
     )
 
 
+def _token_in_use() -> InvalidUploadToken:
+    return InvalidUploadToken(
+        "this upload URL is in use by an upload under way: generate a new one for each upload",
+        code="UploadTokenInUse",
+    )
+
+
 class FileService:
     """File storage for one runtime (see the package docstring).
 
@@ -104,6 +120,12 @@ class FileService:
     ``generate_upload_url`` start with. ``secret`` signs upload tokens and keys
     URLs; when None, one is generated on first start and kept in the database
     (meta key ``files.secret``), so all server processes on a database share it.
+
+    What uploads may take: ``max_upload_bytes`` per file (also per
+    ``ctx.storage.store``), ``max_concurrent_uploads`` uploads at once in this
+    process, and never the last ``min_free_bytes`` of the blob store's disk
+    (a store that knows its free space: local disk). Each is checked before
+    any byte of an upload is read, the disk again as the bytes arrive.
     """
 
     def __init__(
@@ -114,6 +136,8 @@ class FileService:
         secret: bytes | None = None,
         token_ttl_s: float = DEFAULT_TTL_S,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_concurrent_uploads: int = MAX_CONCURRENT_UPLOADS,
+        min_free_bytes: int = MIN_FREE_BYTES,
         orphan_min_age_s: float = ORPHAN_MIN_AGE_S,
     ) -> None:
         self.blobs = blobs
@@ -121,6 +145,11 @@ class FileService:
         self.orphan_min_age_s = orphan_min_age_s
         self.origin = origin
         self.max_upload_bytes = max_upload_bytes
+        self.max_concurrent_uploads = max_concurrent_uploads
+        self.min_free_bytes = min_free_bytes
+        #: the ids of the tokens of the uploads under way in this process
+        self._claimed: set[bytes] = set()
+        self._low_disk_logged_at = -math.inf
         self._secret = secret
         self._token_ttl_s = token_ttl_s
         self._runtime: RuntimeParts | None = None
@@ -242,6 +271,11 @@ class FileService:
             ) from None
 
     # -- storing -------------------------------------------------------------
+    @property
+    def uploads_under_way(self) -> int:
+        """How many uploads this process is receiving now."""
+        return len(self._claimed)
+
     async def upload(
         self,
         token_text: str,
@@ -249,30 +283,85 @@ class FileService:
         *,
         content_type: str | None = None,
         expected_sha256: bytes | None = None,
+        declared_size: int | None = None,
     ) -> str:
         """Accept one upload: check the token, store the bytes, then record the
-        file and spend the token in one transaction; returns the storage id."""
+        file and spend the token in one transaction; returns the storage id.
+
+        Everything that can refuse the upload is checked before ``chunks`` is
+        read: the token (genuine, unexpired, not spent, not claimed by an
+        upload under way in this process), the content type, the number of
+        uploads under way, and the free disk space (``declared_size``: the
+        bytes the client announced). The token is claimed for as long as its
+        upload runs, so a concurrent second use is refused at once; across
+        server processes, the transaction that spends it still lets one win.
+        """
         token = self.tokens.verify(token_text)
-        if await self.read(lambda state: _token_recorded(state.tx, token)):
-            raise _token_used()  # refused before any byte is stored
+        if content_type is not None:
+            content_type = canonical_content_type(content_type, "the Content-Type header")
+        # Checked and claimed with no await in between.
+        if token.token_id in self._claimed:
+            raise _token_in_use()
+        if len(self._claimed) >= self.max_concurrent_uploads:
+            raise TooManyUploads(
+                f"the server is receiving {len(self._claimed)} uploads, as many as it takes "
+                "at once: try again shortly"
+            )
+        self._claimed.add(token.token_id)
+        try:
+            if await self.read(lambda state: _token_recorded(state.tx, token)):
+                raise _token_used()  # refused before any byte is stored
+            await self._check_free_space(declared_size or 0)
 
-        async def spend(state: TxState) -> None:
-            tx = state.writer
-            if await _token_recorded(tx, token):
-                raise _token_used()
-            table = await tx.ensure_table(UPLOAD_TOKENS_TABLE)
-            doc = {
-                "_id": encode_id(table.number, token.token_id),
-                "_creationTime": state.creation_times.next(),
-                "expiresAt": float(token.expires_at_ms),
-            }
-            await tx.insert(table, doc)
+            async def spend(state: TxState) -> None:
+                tx = state.writer
+                if await _token_recorded(tx, token):
+                    raise _token_used()
+                table = await tx.ensure_table(UPLOAD_TOKENS_TABLE)
+                doc = {
+                    "_id": encode_id(table.number, token.token_id),
+                    "_creationTime": state.creation_times.next(),
+                    "expiresAt": float(token.expires_at_ms),
+                }
+                await tx.insert(table, doc)
 
-        storage_id = await self.store(
-            chunks, content_type, expected_sha256=expected_sha256, before_insert=spend
-        )
+            storage_id = await self.store(
+                chunks, content_type, expected_sha256=expected_sha256, before_insert=spend
+            )
+        finally:
+            self._claimed.discard(token.token_id)
         self._after_upload()
         return storage_id
+
+    async def _check_free_space(self, needed: int) -> None:
+        """Raise :class:`InsufficientStorage` if storing ``needed`` more bytes
+        would leave the blob store's disk with less than ``min_free_bytes``."""
+        free = await self.blobs.free_bytes()
+        if free is None or free - needed >= self.min_free_bytes:
+            return
+        now = time.monotonic()
+        if now - self._low_disk_logged_at >= _LOW_DISK_LOG_EVERY_S:
+            self._low_disk_logged_at = now
+            log.warning(
+                "refusing to store files: %d MiB free for %r, and %d MiB must stay free "
+                "(BASALT_MIN_FREE_DISK_MB)",
+                free >> 20,
+                self.blobs,
+                self.min_free_bytes >> 20,
+            )
+        raise InsufficientStorage(
+            "the server is short of disk space and stores no more files for now"
+        )
+
+    async def _watched(self, chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        """``chunks``, with a look at the free disk space every few megabytes."""
+        received = 0
+        async for chunk in chunks:
+            received += len(chunk)
+            if received >= _FREE_CHECK_EVERY:
+                received = 0
+                await self._check_free_space(0)
+            yield chunk
 
     def _after_upload(self) -> None:
         """Uploads make spent-token records and blobs; in the background they
@@ -351,16 +440,25 @@ class FileService:
         before_insert: Callable[[TxState], Awaitable[None]] | None = None,
     ) -> str:
         """Store a file and return its storage id. ``before_insert`` runs in the
-        transaction that records the file (and can veto it by raising)."""
-        if content_type is not None and len(content_type) > MAX_CONTENT_TYPE_LENGTH:
-            raise StorageArgumentError(
-                f"the content type is longer than {MAX_CONTENT_TYPE_LENGTH} characters"
+        transaction that records the file (and can veto it by raising).
+
+        The content type is stored in its canonical spelling, and refused with
+        :class:`~basalt.files.InvalidContentType` unless it is one media type;
+        the bytes are refused once the blob store's disk is short of space."""
+        if content_type is not None:
+            content_type = canonical_content_type(
+                content_type, "the content_type argument of storage.store"
             )
+        await self._check_free_space(0)
         internal_id = new_internal_id(self.runtime.clock.now_ms())
         key = blob_key(internal_id)
-        blob = await self.blobs.put(
-            key, chunks, max_size=self.max_upload_bytes, expected_sha256=expected_sha256
-        )
+        watched = self._watched(chunks)
+        try:
+            blob = await self.blobs.put(
+                key, watched, max_size=self.max_upload_bytes, expected_sha256=expected_sha256
+            )
+        finally:
+            await watched.aclose()
 
         async def record(state: TxState) -> str:
             if before_insert is not None:
