@@ -4,6 +4,7 @@ reached — end in one ``error:`` line that names the mistake, and create nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -27,6 +28,73 @@ def one_error_line(result: Any) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return str(lines[0])
+
+
+def has_database(databases: Databases, data: Path) -> bool:
+    return asyncio.run(databases.engine(data).exists())
+
+
+# -- a data folder that does not exist (finding 4) -----------------------------
+
+
+def test_export_and_run_refuse_a_data_folder_that_does_not_exist(
+    tmp_path: Path, databases: Databases
+) -> None:
+    """``--data nosuchdir`` (a typo, the wrong folder): refused, naming it, and
+    neither the folder, nor a database, nor the ZIP is made."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = databases.env(work / "nosuchdir")
+    (work / "functions").mkdir()  # an app folder, so that only the data is missing
+    (work / "functions" / "messages.py").write_text(
+        "from basalt import query\n\n@query\nasync def list(ctx):\n    return []\n"
+    )
+    for command in (
+        ["export", "--data", "nosuchdir", "-o", "y.zip"],
+        ["run", "messages:list", "--data", "nosuchdir"],
+    ):
+        line = basalt(*command, cwd=work, env=env)
+        message = one_error_line(line)
+        if ON_POSTGRES:  # the data is the schema the environment names
+            assert "no Basalt data in the PostgreSQL database at" in message, message
+            assert env["BASALT_DATABASE_SCHEMA"] in message
+        else:
+            assert message.startswith("error: no data folder nosuchdir"), message
+        assert "basalt dev" in message  # what makes one
+        assert sorted(os.listdir(work)) == ["functions"], command
+        assert not has_database(databases, work / "nosuchdir")
+
+
+def test_commands_in_a_folder_without_a_project_create_nothing(
+    tmp_path: Path, databases: Databases
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = databases.env(empty / ".basalt")
+    message = one_error_line(basalt("run", "messages:list", "{}", cwd=empty, env=env))
+    assert "the app folder 'functions' does not exist" in message
+    message = one_error_line(basalt("export", cwd=empty, env=env))
+    assert ("no data folder .basalt" in message) != ON_POSTGRES, message
+    message = one_error_line(basalt("import", "nosuch.zip", "--replace", cwd=empty, env=env))
+    assert message == (
+        "error: nosuch.zip does not exist: no snapshot file to import; nothing was imported"
+    )
+    assert os.listdir(empty) == []
+    assert not has_database(databases, empty / ".basalt")
+
+
+def test_run_and_export_work_once_a_server_has_made_the_data(
+    project: Path, databases: Databases, basalt_process: Callable[..., Any]
+) -> None:
+    data = project / ".basalt"
+    env = databases.env(data)
+    where = ["--app", str(project / "functions"), "--data", str(data)]
+    basalt_process(project / "functions", data).start().stop()
+    result = basalt("run", "messages:list", *where, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    result = basalt("export", "--data", str(data), "-o", str(project / "s.zip"), env=env)
+    assert result.returncode == 0, result.stderr
 
 
 # -- bad settings (finding 7) ----------------------------------------------------
@@ -175,7 +243,37 @@ def test_a_taken_port_names_which_port_and_what_holds_it(
     assert first.client().query("messages:list", {}) == []  # the first one serves on
 
 
-# -- where the banner says the data is (finding 16) ---------------------------------
+# -- which database `basalt run` and the banner speak of (finding 16) ---------------
+
+
+def test_run_refuses_a_database_other_than_the_running_servers(
+    project: Path, tmp_path: Path, databases: Databases, basalt_process: Callable[..., Any]
+) -> None:
+    """The environment names another database than the server of the data
+    folder serves: the function would run on the server's, so nothing runs."""
+    app, data = project / "functions", project / ".basalt"
+    where = ["--app", str(app), "--data", str(data)]
+    server = basalt_process(app, data).start()
+    other = tmp_path / "other.sqlite3"
+    send = ["run", "messages:send", '{"author": "ada", "body": "hi"}', *where]
+    result = basalt(*send, env=clean_env(BASALT_DATABASE_URL=f"sqlite:///{other}"))
+    message = one_error_line(result)
+    assert message.startswith(
+        f"error: the environment names the SQLite database {other.resolve()}, but the server "
+        f"of the data folder {data} (pid {server.pid}, {server.url}) serves the "
+    ), message
+    assert "unset BASALT_DATABASE_URL" in message
+    assert server.client().query("messages:list", {}) == [] and not other.exists()
+
+    # Naming the server's own database is no conflict.
+    if ON_POSTGRES:
+        same = databases.env(data)
+    else:
+        same = clean_env(BASALT_DATABASE_URL=f"sqlite:///{data / 'basalt.sqlite3'}")
+    result = basalt(*send, env=same)
+    assert result.returncode == 0, result.stderr
+    assert f"on the server at {server.url} (pid {server.pid})" in result.stderr
+    assert len(server.client().query("messages:list", {})) == 1
 
 
 def test_the_banner_says_where_the_data_is(
