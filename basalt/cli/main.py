@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from basalt.server.config import (
 )
 from basalt.server.data_lock import DataFolderBusy
 
+from .data_folder import lock_folder, require_data
 from .scaffold import scaffold
 from .snapshot import add_commands as add_snapshot_commands
 from .snapshot import run_command as run_snapshot_command
@@ -153,10 +155,11 @@ def _run(args: argparse.Namespace) -> int:
         # As a client sends them: every number is a float64, {"$integer": …} an int64.
         fn_args = loads(args.args)
     except InvalidValue as exc:
-        print(f"error: ARGS must be a JSON object: {exc.message}", file=sys.stderr)
+        print(f"error: args is not valid JSON: {exc.message}", file=sys.stderr)
         return 2
     if not isinstance(fn_args, dict):
-        print("error: ARGS must be a JSON object", file=sys.stderr)
+        shown = args.args if len(args.args) <= 40 else args.args[:37] + "..."
+        print(f"error: args must be a JSON object like '{{}}', got {shown}", file=sys.stderr)
         return 2
     config = ServerConfig.from_env(app_dir=args.app, data_dir=args.data)
     if args.url:
@@ -170,8 +173,17 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         ok, value = _run_http(url, key, args.path, fn_args)
     elif (server := running_server(config.data_dir)) is not None:
-        # The server of this data folder runs the function (it owns the data),
-        # called with its admin key from where the server takes it (server.json
+        # The server of this data folder runs the function (it owns the data).
+        if config.database_named and server.database not in (None, config.database):
+            print(
+                f"error: the environment names the {config.database}, but the server of the "
+                f"data folder {config.data_dir} (pid {server.pid}, {server.url}) serves the "
+                f"{server.database}: unset BASALT_DATABASE_URL and BASALT_DATABASE_SCHEMA to "
+                "run there, or pass another --data folder to run on the database they name",
+                file=sys.stderr,
+            )
+            return 1
+        # Called with its admin key from where the server takes it (server.json
         # does not hold it).
         key = args.admin_key or config.admin_key_for(server)
         if not key:
@@ -186,6 +198,11 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        print(
+            f"running {args.path} on the server at {server.url} (pid {server.pid}), which "
+            f"serves {config.data_dir}",
+            file=sys.stderr,
+        )
         ok, value = _run_http(server.url, key, args.path, fn_args)
         if not ok and value.startswith("error: cannot reach"):
             marker = config.data_dir / SERVER_FILE
@@ -194,10 +211,18 @@ def _run(args: argparse.Namespace) -> int:
                 "folder any more, delete that file)"
             )
     else:
+        if not config.app_dir.is_dir():
+            print(
+                f"error: the app folder {str(config.app_dir)!r} does not exist: pass --app DIR "
+                "(or run basalt in your project's folder), or create one with `basalt init`",
+                file=sys.stderr,
+            )
+            return 1
+        require_data(config)
         # In this process: never beside a server that holds the data folder (it
         # would not see these writes).
         try:
-            lock = config.lock_data_folder("basalt run")
+            lock = lock_folder(config, "basalt run")
         except DataFolderBusy as exc:
             print(
                 f"error: {exc.message}, and no server.json says where it listens (is it still "
@@ -205,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        with lock:
+        with lock or contextlib.nullcontext():
             ok, value = asyncio.run(_run_local(config, args.path, fn_args))
     if not ok:
         print(value, file=sys.stderr)

@@ -62,6 +62,7 @@ from basalt.storage.base import BY_CREATION_TIME, Document, Persistence, ReadTra
 from basalt.values.ids import decode_id
 from basalt.values.wire import dumps
 
+from .data_folder import data_exists, lock_folder, require_data
 from .progress import Progress, human_bytes
 
 FORMAT: Final = "basalt-snapshot"
@@ -354,8 +355,12 @@ def add_commands(sub: Any, data_default: str) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run ``basalt export`` or ``basalt import`` (parsed ``args``)."""
+    """Run ``basalt export`` or ``basalt import`` (parsed ``args``). Nothing is
+    created before the snapshot to import was found readable, or for an export
+    of a deployment that does not exist (:mod:`.data_folder`)."""
     config = ServerConfig.from_env(data_dir=args.data, app_dir=args.app)
+    if args.command == "import":
+        check_snapshot_file(Path(args.snapshot))
     server = running_server(config.data_dir)
     if server is not None and not args.force:
         print(
@@ -367,12 +372,11 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.command == "export":
+        require_data(config)
+    new_data = args.command == "import" and not data_exists(config)
     try:  # the folder to itself, even beside a server that left no server.json
-        lock = (
-            None
-            if args.force
-            else config.lock_data_folder(f"basalt {args.command}", exclusive=True)
-        )
+        lock = None if args.force else lock_folder(config, f"basalt {args.command}", exclusive=True)
     except DataFolderBusy as exc:
         print(f"error: {exc.message}: stop it first, or pass --force", file=sys.stderr)
         return 1
@@ -381,10 +385,33 @@ def run_command(args: argparse.Namespace) -> int:
             return asyncio.run(_export_cli(config, args))
         from .snapshot_import import import_cli
 
+        if new_data:
+            print(f"importing into a new deployment: {_where(config)}", file=sys.stderr)
         return asyncio.run(import_cli(config, args))
     finally:
         if lock is not None:
             lock.release()
+
+
+def _where(config: ServerConfig) -> str:
+    return config.database if config.database_named else f"the data folder {config.data_dir}"
+
+
+def check_snapshot_file(path: Path) -> None:
+    """Refuse, before anything is touched, a snapshot that is missing, not a
+    ZIP or not a Basalt snapshot (the whole file is checked by the import)."""
+    if not path.is_file():
+        what = "is a folder, not" if path.is_dir() else "does not exist: no"
+        raise SnapshotError(f"{path} {what} snapshot file to import; nothing was imported")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            read_manifest(zf)
+    except (zipfile.BadZipFile, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SnapshotError(
+            f"cannot read {path} as a ZIP ({reason}): it is truncated or not a snapshot; "
+            "nothing was imported"
+        ) from None
 
 
 async def _export_cli(config: ServerConfig, args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@
   one server process receives at once (default 16, more are refused with 503);
   ``BASALT_MIN_FREE_DISK_MB``: MiB of the blob folder's disk that files never
   take (default 1024; local disk only).
+- ``BASALT_DATABASE_SCHEMA``: the PostgreSQL schema of the deployment
+  (default ``basalt``).
 - ``BASALT_DURABILITY``: ``process`` (survive a crash of the process, the
   default) or ``power`` (survive power loss: fsync every commit).
 - ``BASALT_FUNCTION_TIMEOUT``: seconds of event-loop time a query or mutation
@@ -26,9 +28,14 @@
   ``BASALT_MAX_CONNECTIONS``: limits on HTTP clients, read by
   :mod:`basalt.server.connections`.
 
-A running server records its URL, process id and where its admin key comes
-from (never the key itself) in ``<data>/server.json`` (readable by its owner
-only), so that ``basalt run`` finds it, and holds the data folder's lock
+Every setting is checked as it is read (:mod:`.settings`): a bad one is a
+:class:`ConfigError` naming it and what it accepts.
+
+A running server records its URL, process id, where its admin key comes from
+(never the key itself) and its database (:attr:`ServerConfig.database`, which
+``basalt run`` compares with the one its environment names) in
+``<data>/server.json`` (readable by its owner only), so that ``basalt run``
+finds it, and holds the data folder's lock
 (:mod:`.data_lock`) while it runs.
 
 Everything in the data folder is private to its owner: the folder is ``0700``
@@ -45,7 +52,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from basalt.errors import BasaltError
 from basalt.files import blob_store_from_env
 from basalt.runtime.files import (
     MAX_CONCURRENT_UPLOADS,
@@ -54,8 +60,21 @@ from basalt.runtime.files import (
     FileService,
 )
 from basalt.storage.base import Persistence
+from basalt.storage.postgres_url import DEFAULT_SCHEMA, URL_PREFIXES, location
 
 from .data_lock import DataFolderLock
+from .settings import (
+    DURABILITIES,
+    check_blob_settings,
+    check_database_schema,
+    check_database_url,
+    check_ports,
+    check_public_url,
+    choice,
+    env_text,
+    sqlite_path,
+)
+from .settings import ConfigError as ConfigError  # where it was defined before
 
 DEFAULT_PORT = 3210
 DEFAULT_APP_DIR = "functions"
@@ -68,10 +87,6 @@ MIN_ADMIN_KEY_LENGTH = 32
 SERVER_FILE = "server.json"
 
 
-class ConfigError(BasaltError):
-    code = "ConfigError"
-
-
 @dataclass
 class ServerConfig:
     """Where the app and the data are, and where to listen."""
@@ -82,6 +97,8 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     site_port: int | None = None
     database_url: str | None = None
+    #: the PostgreSQL schema (``BASALT_DATABASE_SCHEMA``; None: ``basalt``)
+    database_schema: str | None = None
     admin_key: str | None = None
     durability: str = "process"
     public_url: str | None = None
@@ -109,10 +126,16 @@ class ServerConfig:
         config = cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
         config.app_dir = Path(config.app_dir)
         config.data_dir = Path(config.data_dir)
-        config.database_url = config.database_url or os.environ.get("BASALT_DATABASE_URL") or None
+        url = config.database_url or env_text("BASALT_DATABASE_URL")
+        config.database_url = check_database_url(url) if url else None
+        schema = config.database_schema or env_text("BASALT_DATABASE_SCHEMA")
+        config.database_schema = check_database_schema(schema) if schema else None
         config.admin_key = config.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
-        config.durability = os.environ.get("BASALT_DURABILITY", config.durability)
-        config.public_url = config.public_url or os.environ.get("BASALT_PUBLIC_URL") or None
+        durability = env_text("BASALT_DURABILITY") or config.durability
+        config.durability = choice("BASALT_DURABILITY", durability, DURABILITIES)
+        public_url = config.public_url or env_text("BASALT_PUBLIC_URL")
+        config.public_url = check_public_url(public_url) if public_url else None
+        check_blob_settings()
         timeout = _env_number("BASALT_FUNCTION_TIMEOUT", config.function_timeout or 0.0)
         config.function_timeout = timeout or None
         config.action_threads = int(
@@ -131,8 +154,7 @@ class ServerConfig:
         config.min_free_disk_mb = _env_number(
             "BASALT_MIN_FREE_DISK_MB", config.min_free_disk_mb, unit="MiB"
         )
-        if config.site_port is None:
-            config.site_port = config.port + 1 if config.port else 0
+        config.site_port = check_ports(config.port, config.site_port)
         return config
 
     @property
@@ -207,7 +229,30 @@ class ServerConfig:
     @property
     def uses_postgres(self) -> bool:
         url = self.database_url
-        return bool(url and url.startswith(("postgres://", "postgresql://")))
+        return bool(url and url.startswith(URL_PREFIXES))
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The SQLite database file (on SQLite)."""
+        url = self.database_url
+        return Path(sqlite_path(url)) if url else self.data_dir / SQLITE_FILE
+
+    @property
+    def database(self) -> str:
+        """Where the data is, for messages and ``server.json`` (no password):
+        ``SQLite database /abs/path`` or ``PostgreSQL database at
+        host:port/db, schema s``."""
+        if self.uses_postgres:
+            assert self.database_url is not None
+            schema = self.database_schema or DEFAULT_SCHEMA
+            return f"PostgreSQL database at {location(self.database_url)}, schema {schema}"
+        return f"SQLite database {self.sqlite_file.resolve()}"
+
+    @property
+    def database_named(self) -> bool:
+        """Whether the database was chosen explicitly (``BASALT_DATABASE_URL`` or
+        ``BASALT_DATABASE_SCHEMA``), not just by the data folder."""
+        return self.database_url is not None or self.database_schema is not None
 
     def lock_data_folder(self, command: str, *, exclusive: bool = False) -> DataFolderLock:
         """Take the data folder's lock for ``command`` while it uses the folder:
@@ -235,7 +280,7 @@ class ServerConfig:
     def open_storage(self) -> Persistence:
         """The storage engine this config selects (not yet opened)."""
         url = self.database_url
-        if url and url.startswith(("postgres://", "postgresql://")):
+        if url and self.uses_postgres:
             try:
                 from basalt.storage.postgres import PostgresEngine
             except ImportError as exc:
@@ -243,17 +288,10 @@ class ServerConfig:
                     f"BASALT_DATABASE_URL points at PostgreSQL, but its driver is missing ({exc}): "
                     "pip install 'basalt-backend[postgres]'"
                 ) from exc
-            return PostgresEngine(url, schema=os.environ.get("BASALT_DATABASE_SCHEMA") or None)
-        if url and not url.startswith("sqlite:"):
-            raise ConfigError(
-                f"BASALT_DATABASE_URL must start with postgresql:// or sqlite:, got {url!r}"
-            )
+            return PostgresEngine(url, schema=self.database_schema)
         from basalt.storage.sqlite import SqliteEngine
 
-        path = url[len("sqlite:") :].lstrip("/") if url else None
-        if url and url.startswith("sqlite:///"):
-            path = url[len("sqlite://") :]
-        return SqliteEngine(path or self.data_dir / SQLITE_FILE, durability=self.durability)
+        return SqliteEngine(self.sqlite_file, durability=self.durability)
 
     def open_files(self) -> FileService:
         """The file service: blobs in S3 if ``BASALT_S3_BUCKET`` is set, else in
@@ -290,6 +328,7 @@ class ServerConfig:
             "siteUrl": self.site_url,
             "pid": os.getpid(),
             "adminKeySource": self.admin_key_source,
+            "database": self.database,
         }
         tmp = path.with_name(f"{SERVER_FILE}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -350,6 +389,8 @@ class RunningServer:
     #: where its admin key comes from: ``BASALT_ADMIN_KEY`` (the server's
     #: environment) or ``admin_key`` (the data folder's file); None: unknown
     admin_key_source: str | None
+    #: where its data is (:attr:`ServerConfig.database`); None if its marker does not say
+    database: str | None = None
 
 
 def running_server(data_dir: Path) -> RunningServer | None:
@@ -358,8 +399,13 @@ def running_server(data_dir: Path) -> RunningServer | None:
         info = json.loads((data_dir / SERVER_FILE).read_text())
         pid = int(info["pid"])
         os.kill(pid, 0)
-        source = info.get("adminKeySource")
-        return RunningServer(str(info["url"]), pid, source if isinstance(source, str) else None)
+        source, database = info.get("adminKeySource"), info.get("database")
+        return RunningServer(
+            str(info["url"]),
+            pid,
+            source if isinstance(source, str) else None,
+            database if isinstance(database, str) else None,
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

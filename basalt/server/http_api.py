@@ -80,6 +80,7 @@ def decode_args(raw: Any, *, what: str = "args") -> dict[str, Any]:
     """Arguments in either wire form: ``{...}`` or the legacy ``[{...}]``."""
     if raw is None:
         return {}
+    original = raw
     if isinstance(raw, list):
         if len(raw) != 1:
             raise BadRequest(
@@ -92,10 +93,26 @@ def decode_args(raw: Any, *, what: str = "args") -> dict[str, Any]:
     except InvalidValue as exc:
         raise BadRequest(f"Invalid {what}: {exc.message}", code="BadJsonBody") from None
     if not isinstance(value, dict):
-        raise BadRequest(
-            f"{what} must be an object, got {type(value).__name__}", code="BadJsonBody"
-        )
+        # A dict here was an encoded value: {"$integer": …}, {"$float": …}, {"$bytes": …}.
+        encoded = isinstance(original, dict)
+        kind = f"a {next(iter(original))} value" if encoded else _json_kind(original)
+        raise BadRequest(f"{what} must be an object, got {kind}", code="BadJsonBody")
     return value
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in a message: ``an array holding a number``."""
+    if isinstance(value, list):
+        return "an empty array" if not value else f"an array holding {_json_kind(value[0])}"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "an object"
 
 
 def outcome_body(
@@ -157,8 +174,12 @@ class HttpApi:
         ts: int | None = None,
         args_size: int = 0,
     ) -> Response:
-        if not isinstance(path, str) or not path:
-            raise BadRequest(f'path must be a function path like "messages:list", got {path!r}')
+        if path is None or path == "":
+            raise BadRequest('"path" is missing: name the function to call, like "messages:list"')
+        if not isinstance(path, str):
+            raise BadRequest(
+                f'"path" must be a function path like "messages:list", got {_json_kind(path)}'
+            )
         encode = _encoder(fmt)
         if ts is None:
             outcome = await self.runtime.call(
@@ -253,9 +274,7 @@ class HttpApi:
                     outcome = await self.runtime.run_query_in(
                         tx, function, call_args, caller.identity
                     )
-                results.append(
-                    outcome_body(outcome, encode, path=path, full=full, dev=self.dev)
-                )
+                results.append(outcome_body(outcome, encode, path=path, full=full, dev=self.dev))
             return results
 
         try:

@@ -34,6 +34,7 @@ from .connections import (
     raise_open_file_limit,
 )
 from .data_lock import DataFolderBusy
+from .ports import API, SITE, listen
 from .site import SiteApp
 from .websocket import MAX_FRAME_BYTES, SyncLimits
 
@@ -114,30 +115,6 @@ async def _watch_and_reload(
         _say(f"✔ reloaded after changes to {names} ({len(app.functions)} functions)")
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` (port 0: any free port)."""
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot listen on {host!r}: {exc}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-            "(is another server using that port? choose another with --port)"
-        ) from None
-    sock.setblocking(False)
-    return sock
-
-
 class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: :func:`serve` handles
     SIGINT and SIGTERM itself (:mod:`basalt.server.signals`) so that it can shut
@@ -208,10 +185,10 @@ async def _serve_locked(
     authenticator = build_authenticator(admin_key, config.app_dir)
     limits = ConnectionLimits.from_env(raise_open_file_limit())
     http_protocol = limited_protocol(ConnectionGuard(limits))
-    sock = _listen(config.host, config.port)
+    sock = listen(config.host, config.port, API)
     config.port = sock.getsockname()[1]
     try:
-        site_sock = _listen(config.host, config.site_port or 0)
+        site_sock = listen(config.host, config.site_port or 0, SITE)
     except BaseException:
         sock.close()
         raise
@@ -280,7 +257,8 @@ async def _serve_locked(
     _say(
         f"Basalt serving {config.app_dir} ({len(app.functions)} functions) at {config.url}\n"
         f"  HTTP actions at {config.site_url}\n"
-        f"  data: {config.data_dir}   admin key: {_shown_key(config, admin_key, dev=reload)}"
+        f"  data: {_shown_data(config)}\n"
+        f"  admin key: {_shown_key(config, admin_key, dev=reload)}"
     )
     try:
         await _serve_all((server, sock), (site_server, site_sock))
@@ -295,6 +273,14 @@ async def _serve_locked(
         await runtime.stop()
         sock.close()
         site_sock.close()
+
+
+def _shown_data(config: ServerConfig) -> str:
+    """Where the data is, as the start-up banner shows it: the data folder on
+    SQLite; the database, then the folder (admin key, local files), otherwise."""
+    if not config.database_named:
+        return str(config.data_dir)
+    return f"{config.database} (admin key and local files in {config.data_dir})"
 
 
 def _shown_key(config: ServerConfig, admin_key: str, *, dev: bool) -> str:

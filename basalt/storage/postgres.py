@@ -59,6 +59,7 @@ from .base import Commit
 from .catalog import MemoryCatalog
 from .commitlog import decode_commit
 from .postgres_tx import Conn, PgReader, PgWriter, begin, fetch, load_catalog, run
+from .postgres_url import DEFAULT_SCHEMA, location, schema_problem
 
 try:
     import psycopg
@@ -73,11 +74,24 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: Seconds a first connection may take when the URL sets no ``connect_timeout``.
+CONNECT_TIMEOUT = 5
 #: How long the listener waits before reconnecting, at most (it doubles from 50 ms).
 MAX_RECONNECT_DELAY = 2.0
 #: How many commit-log entries one catch-up query reads.
 CATCH_UP_BATCH = 1000
+
+
+def _reason(exc: Exception) -> str:
+    """PostgreSQL's reason for refusing a connection, on one line and without
+    the prefixes libpq repeats (``connection to server at "h", port p failed: FATAL:``)."""
+    if isinstance(exc, psycopg.ProgrammingError):  # about the URL's text: never echo it
+        return "the URL is not a valid connection URL (postgresql://user@host:port/database)"
+    text = re.sub(r'connection to server at "[^"]*", port \d+ failed: ', "", str(exc))
+    text = re.sub(r"^connection failed: |FATAL:\s+", "", text)
+    first, *hints = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    hint = "; ".join(hint[:1].lower() + hint[1:] for hint in hints)
+    return (first + (f" ({hint})" if hint else "")) or type(exc).__name__
 
 
 def _key(text: str) -> int:
@@ -89,11 +103,10 @@ class PostgresEngine:
     """The PostgreSQL storage engine for one schema of one database."""
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
-        schema = schema or "basalt"
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(
-                f"schema must be a lowercase identifier (letters, digits, _), got {schema!r}"
-            )
+        schema = schema or DEFAULT_SCHEMA
+        problem = schema_problem(schema)
+        if problem is not None:
+            raise ValueError(f"schema {problem}")
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
@@ -122,7 +135,34 @@ class PostgresEngine:
         self.listener_pid: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
+    async def exists(self) -> bool:
+        """Whether the schema holds Basalt's tables (creates nothing)."""
+        async with await self._connect_once() as conn:
+            cur = await conn.execute(
+                "SELECT to_regclass(format('%%I.tables', %s::text)) IS NOT NULL", (self.schema,)
+            )
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def _connect_once(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        """One connection outside the pool: a database that does not exist, a
+        host that refuses or does not answer, bad credentials fail here at once
+        (within ``connect_timeout``, default :data:`CONNECT_TIMEOUT` s) with
+        :class:`StorageError` naming the server and PostgreSQL's reason, never
+        the password (the pool would retry for its whole timeout)."""
+        timeout = None if "connect_timeout" in self.url else CONNECT_TIMEOUT
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=timeout
+            )
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {location(self.url)}: {_reason(exc)}",
+                code="DatabaseUnavailable",
+            ) from None
+
     async def open(self) -> None:
+        await (await self._connect_once()).close()
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.url,
             min_size=1,

@@ -222,6 +222,10 @@ class SqliteEngine:
         self.groups_committed = 0
 
     # -- lifecycle -----------------------------------------------------------
+    async def exists(self) -> bool:
+        """Whether the database file exists (creates nothing)."""
+        return self.path != ":memory:" and os.path.exists(self.path)
+
     async def open(self) -> None:
         if self.path != ":memory:":
             _private_database(Path(self.path))

@@ -5,7 +5,10 @@ Fixtures:
 
 - ``basalt``: a started :class:`~basalt.testing.BasaltTest` for the app folder
   named by ``@pytest.mark.basalt_app("path")``, else the ``basalt_app`` ini
-  option, else ``functions`` (relative to the rootdir), on the database
+  option, else ``functions``; a relative path is looked for in the rootdir,
+  then in the test file's folder and each folder above it (so that pytest run
+  from ``tests/``, which makes that the rootdir, still finds
+  ``../functions``), on the database
   ``BASALT_TEST_BACKEND`` selects: SQLite in the test's ``tmp_path`` (the
   default), or with ``postgres`` a schema of its own, dropped when the test
   ends.
@@ -81,8 +84,26 @@ else:
 
         marker = request.node.get_closest_marker("basalt_app")
         folder = marker.args[0] if marker else request.config.getini("basalt_app")
-        path = Path(folder)
-        if not path.is_absolute():
-            path = Path(request.config.rootpath) / path
+        path = app_folder(Path(folder), request.config.rootpath, request.node.path)
         async with BasaltTest(path, data_dir=tmp_path) as t:
             yield t
+
+
+def app_folder(folder: Path, rootdir: Path, test_file: Path) -> Path:
+    """The app folder ``folder`` names: as it is if absolute, else the first
+    of ``rootdir / folder``, then ``folder`` beside the test file or in a
+    folder above it, that exists; fails the test listing where it looked."""
+    if folder.is_absolute():
+        return folder
+    tried = [rootdir / folder]
+    tried += [parent / folder for parent in test_file.parents if parent / folder not in tried]
+    for candidate in tried:
+        if candidate.is_dir():
+            return candidate
+    looked = "\n".join(f"  {candidate}" for candidate in tried)
+    pytest.fail(
+        f"the basalt fixture's app folder {str(folder)!r} (from "
+        f"@pytest.mark.basalt_app or the basalt_app ini option) was not found; looked in:\n"
+        f"{looked}",
+        pytrace=False,
+    )

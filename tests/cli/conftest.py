@@ -10,6 +10,7 @@ PostgreSQL schemas at the end of the test.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import subprocess
@@ -71,6 +72,17 @@ class Databases:
         """The engine (not yet opened) of data folder ``data``'s test database."""
         self.folders[data] = None
         return harness.data_engine(data)
+
+    def create(self, data: Path) -> None:
+        """Make data folder ``data``'s database (empty), as the first ``basalt
+        serve`` on it does: ``basalt run`` and ``export`` need one."""
+
+        async def open_and_close() -> None:
+            engine = self.engine(data)
+            await engine.open()
+            await engine.close()
+
+        asyncio.run(open_and_close())
 
     def drop(self) -> None:
         for data in self.folders:

@@ -150,6 +150,7 @@ def test_run_in_process_then_through_the_running_server(
     app, data = project / "functions", project / ".basalt"
     where = ["--app", str(app), "--data", str(data)]
     env = databases.env(data)
+    databases.create(data)  # as a first `basalt dev` would
 
     # No server: the function runs in this process, on the data folder.
     first_id = run_json("messages:send", SEND, *where, env=env)
@@ -181,6 +182,9 @@ def test_run_in_process_then_through_the_running_server(
     )
     bodies = [d["body"] for d in server.client().query("messages:by_author", {"author": "bob"})]
     assert bodies == ["via server"]
+    result = basalt("run", "messages:list", *elsewhere, env=env)  # and says so on stderr
+    assert result.returncode == 0, result.stderr
+    assert f"on the server at {server.url} (pid {server.pid})" in result.stderr
     listed = run_json("messages:list", *elsewhere, env=env)
     assert [d["_id"] for d in listed] == [second_id, first_id]  # newest first
 
@@ -219,6 +223,7 @@ def test_run_with_explicit_url_and_admin_key(
 def test_run_with_a_bad_function_path(project: Path, databases: Databases) -> None:
     where = ["--app", str(project / "functions"), "--data", str(project / ".basalt")]
     env = databases.env(project / ".basalt")
+    databases.create(project / ".basalt")
     for path in ("messages:nope", "nomodule:fn"):
         result = basalt("run", path, *where, env=env)
         assert result.returncode != 0
@@ -230,6 +235,7 @@ def test_run_with_a_bad_function_path(project: Path, databases: Databases) -> No
 def test_run_with_bad_arguments(project: Path, databases: Databases) -> None:
     where = ["--app", str(project / "functions"), "--data", str(project / ".basalt")]
     env = databases.env(project / ".basalt")
+    databases.create(project / ".basalt")
     result = basalt("run", "messages:send", "{not json", *where, env=env)
     assert result.returncode != 0 and "JSON" in result.stderr
     result = basalt("run", "messages:send", "[1]", *where, env=env)

@@ -59,6 +59,7 @@ def check_closed_pipe(where: list[str], env: dict[str, str]) -> None:
 def test_run_in_process(app: Path, tmp_path: Path, databases: Databases) -> None:
     data = tmp_path / "data"
     where = ["--app", str(app), "--data", str(data)]
+    databases.create(data)
     check_output(where, databases.env(data))
     check_closed_pipe(where, databases.env(data))
 

@@ -384,7 +384,8 @@ def test_a_data_folder_a_server_uses_is_refused(
     databases: Databases,
 ) -> None:
     data = tmp_path / "data"
-    data.mkdir()
+    databases.create(data)
+    data.mkdir(exist_ok=True)  # on PostgreSQL the database is elsewhere
     for name in ("BASALT_DATABASE_URL", "BASALT_DATABASE_SCHEMA"):
         monkeypatch.delenv(name, raising=False)
     for name, value in databases.env(data).items():
@@ -412,6 +413,7 @@ def test_import_reports_a_bad_file_without_a_traceback(
     assert result.returncode == 1
     assert "not a Basalt snapshot" in result.stderr and "Traceback" not in result.stderr
     assert io.StringIO(result.stderr).readline().startswith("error:")
+    assert not data.exists()  # refused before anything was made
 
 
 async def test_sqlite_to_postgresql_and_back(tmp_path: Path) -> None:

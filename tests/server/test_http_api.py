@@ -512,6 +512,37 @@ def test_bad_request_body(
     assert_still_serving(client, committed)
 
 
+BAD_REQUEST_MESSAGES = {
+    "no-path": ({"args": {}}, '"path" is missing: name the function to call, like "messages:list"'),
+    "path-number": (
+        {"path": 5, "args": {}},
+        '"path" must be a function path like "messages:list", got a number',
+    ),
+    "args-array": (
+        {"path": "values:echo", "args": [1]},
+        "args must be an object, got an array holding a number",
+    ),
+    "args-string": ({"path": "values:echo", "args": "x"}, "args must be an object, got a string"),
+    "args-int64": (
+        {"path": "values:echo", "args": MINUS_5},
+        "args must be an object, got a $integer value",
+    ),
+}
+
+
+@pytest.mark.parametrize("body_message", BAD_REQUEST_MESSAGES.values(), ids=BAD_REQUEST_MESSAGES)
+def test_a_bad_request_says_what_is_wrong(
+    http: httpx.Client, body_message: tuple[dict[str, object], str]
+) -> None:
+    body, expected = body_message
+    assert assert_http_error(call(http, "/api/query", body), 400) == expected
+
+
+def test_a_get_query_without_a_path_says_it_is_missing(http: httpx.Client) -> None:
+    message = assert_http_error(http.get("/api/query"), 400, "BadRequest")
+    assert message == '"path" is missing: name the function to call, like "messages:list"'
+
+
 def test_bad_mutation_request_writes_nothing(
     http: httpx.Client, client: ConvexHttpClient, committed: str
 ) -> None:

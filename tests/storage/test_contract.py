@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from basalt.storage.base import BY_CREATION_TIME, CATALOG_INDEX_ID, Commit
 from basalt.storage.indexing import index_key
+from basalt.testing.engines import Backend, drop_test_databases, engine_for_tests
 from basalt.values.ids import encode_id, new_internal_id
 from basalt.values.keys import encode_key, prefix_successor
 
@@ -249,3 +251,21 @@ async def test_timestamps_never_go_back_across_restarts(open_engine: OpenEngine)
     assert await e2.latest_ts() == ts
     async with e2.write() as tx:
         assert await tx.commit() > ts
+
+
+async def test_exists_says_whether_the_database_was_made_and_makes_nothing(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """``basalt run`` and ``export`` ask it to refuse a data folder (or schema)
+    that holds no database, instead of creating an empty one."""
+    engine = engine_for_tests(tmp_path, "fresh", backend=backend)
+    assert not await engine.exists()
+    assert not await engine.exists()  # asking made nothing
+    try:
+        await engine.open()
+        assert await engine.exists()
+    finally:
+        await engine.close()
+    assert await engine_for_tests(tmp_path, "fresh", backend=backend).exists()
+    if backend == "postgres":
+        await drop_test_databases(tmp_path)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from basalt import mutation, query
-from basalt.errors import WriteConflict
+from basalt.errors import StorageError, WriteConflict
 from basalt.runtime import App, Runtime
 from basalt.storage.base import Commit, Persistence
 from basalt.storage.postgres import PostgresEngine
@@ -397,3 +399,34 @@ async def test_two_runtimes_retry_conflicts_transparently(tmp_path: Path) -> Non
         for rt in runtimes:
             await rt.stop()
         await drop_test_databases(tmp_path)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("call", ["open", "exists"])
+async def test_an_unreachable_server_fails_at_once_naming_it(call: str) -> None:
+    """No pool retrying until its timeout (and warning meanwhile): one
+    StorageError naming where and why, never the password."""
+    port = closed_port()
+    engine = PostgresEngine(f"postgresql://ann:pw-s3cret@127.0.0.1:{port}/app")
+    with pytest.raises(StorageError) as info:
+        await getattr(engine, call)()
+    message = info.value.message
+    assert message.startswith(f"cannot connect to PostgreSQL at 127.0.0.1:{port}/app: ")
+    assert "Connection refused" in message and "pw-s3cret" not in message
+    assert info.value.code == "DatabaseUnavailable"
+
+
+async def test_a_missing_database_is_named() -> None:
+    url = urlsplit(require_postgres())
+    engine = PostgresEngine(urlunsplit(url._replace(path="/basalt_no_such_db")))
+    with pytest.raises(StorageError) as info:
+        await engine.open()
+    assert info.value.message == (
+        f"cannot connect to PostgreSQL at {url.hostname}:{url.port or 5432}/basalt_no_such_db: "
+        'database "basalt_no_such_db" does not exist'
+    )

@@ -143,3 +143,42 @@ def test_other_async_tests_are_left_as_pytest_asyncio_has_them(tmp_path: Path) -
     assert with_plugin["test_module_loop_first"] == "PASSED"
     assert with_plugin["test_module_loop_second"] == "PASSED"
     assert with_plugin["test_unmarked"] != "PASSED"
+
+
+APP_TESTS = """
+import pytest
+
+
+@pytest.mark.basalt_app("{folder}")
+async def test_send(basalt):
+    await basalt.mutation("messages:send", {{"author": "ann", "body": "hi"}})
+    assert len(await basalt.query("messages:list", {{}})) == 1
+"""
+
+
+def project_with_tests_folder(root: Path, folder: str) -> Path:
+    """``functions/`` at the project's root, the tests in ``tests/`` (no pytest
+    settings anywhere: run from ``tests/``, pytest makes that the rootdir)."""
+    make_project(root, None, "")
+    (root / "test_app.py").unlink()
+    (root / "tests").mkdir()
+    (root / "tests" / "test_app.py").write_text(APP_TESTS.format(folder=folder))
+    return root / "tests"
+
+
+def test_the_app_folder_is_found_above_the_test_file(tmp_path: Path) -> None:
+    tests = project_with_tests_folder(tmp_path / "project", "functions")
+    result = run_pytest(tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outcomes(result) == {"test_send": "PASSED"}
+
+
+def test_a_missing_app_folder_fails_listing_where_it_looked(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    tests = project_with_tests_folder(project, "nosuch")
+    result = run_pytest(tests)
+    assert outcomes(result) == {"test_send": "ERROR"}
+    assert "the basalt fixture's app folder 'nosuch'" in result.stdout, result.stdout
+    for place in (tests / "nosuch", project / "nosuch", tmp_path / "nosuch"):
+        assert f"\n  {place}\n" in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout and "AppLoadError" not in result.stdout
