@@ -93,7 +93,8 @@ def _basalt_api(address: tuple[str, int]) -> str | None:
             text = response.read(200).decode(errors="replace")
     except (OSError, ValueError):
         return None
-    return f"the API of the Basalt server at {url}" if text.startswith("basalt ") else None
+    is_basalt = text == "basalt" or text.startswith("basalt ")  # the version: admins only
+    return f"the API of the Basalt server at {url}" if is_basalt else None
 
 
 def _listeners() -> list[_Listener]:

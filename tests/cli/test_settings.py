@@ -270,6 +270,7 @@ def test_run_refuses_a_database_other_than_the_running_servers(
         same = databases.env(data)
     else:
         same = clean_env(BASALT_DATABASE_URL=f"sqlite:///{data / 'basalt.sqlite3'}")
+    same["BASALT_ADMIN_KEY"] = server.admin_key  # where the server has its key from
     result = basalt(*send, env=same)
     assert result.returncode == 0, result.stderr
     assert f"on the server at {server.url} (pid {server.pid})" in result.stderr
