@@ -12,6 +12,10 @@ Every resource a client controls through the sync protocol has a limit here:
   waits; nothing fails). A single request is always admitted when none is in
   flight, so a request of any size the frame limit allows can run.
 
+A ``Connect``'s session id may be at most :data:`MAX_SESSION_ID_CHARS`
+characters (both official clients send a UUID): a longer one is a
+``FatalError``.
+
 The defaults are far above what a real app needs; ``basalt serve`` reads
 ``BASALT_SYNC_MAX_QUERIES`` for the query count (see the README). The bytes of
 the messages a connection has not read yet are limited by the server (see
@@ -28,6 +32,8 @@ MAX_QUERIES = 4096
 #: Most bytes (as JSON) of the arguments, journals and paths of one connection's
 #: queries together: one maximal function argument, or thousands of ordinary ones.
 MAX_QUERY_SET_BYTES = 16 << 20
+#: Longest session id a ``Connect`` may carry (a UUID has 36 characters).
+MAX_SESSION_ID_CHARS = 128
 #: Most mutations and actions of one connection that may wait or run at once.
 MAX_REQUESTS_IN_FLIGHT = 128
 #: Most bytes of the messages of those requests (their arguments) held at once.

@@ -25,7 +25,7 @@ from basalt.values.wire import to_convex_json
 from . import messages as m
 from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key, query_args_key
 from .limits import SessionLimits
-from .remembered import Answer
+from .remembered import Answer, mutation_key
 
 log = logging.getLogger("basalt.sync")
 
@@ -362,8 +362,16 @@ class SyncSession:
             # A client that never sent Connect cannot reconnect as the same
             # session: nothing to remember (and no key that is its own alone).
             return await self._apply_mutation(req, identity, admin)
+        caller = f"{'admin' if admin else 'user'}|{identity_key(identity, admin)}"
+        session_id = self.session_id
+
+        def key_of() -> bytes:
+            return mutation_key(caller, session_id, req.request_id, req.udf_path, req.args)
+
+        # Hashing the arguments costs CPU in proportion to their size: large
+        # ones are hashed off the loop, as they were decoded.
+        key = await self.runtime.off_loop(key_of) if req.size > LARGE_FRAME_BYTES else key_of()
         results = self.hub.mutation_results
-        key = (self.session_id, req.request_id)
         earlier = results.get(key)
         if earlier is not None:  # re-sent after a reconnect: answer, do not apply again
             return await asyncio.shield(earlier)
@@ -377,7 +385,10 @@ class SyncSession:
             results.discard(key, answer)
             raise
         answer.set_result((response, ts))
-        results.settle(key, answer, _json_size(response))
+        if ts is None:
+            results.discard(key, answer)  # nothing committed: a re-send may run it
+        else:
+            results.settle(key, answer, _json_size(response))
         return response, ts
 
     async def _apply_mutation(
@@ -391,8 +402,9 @@ class SyncSession:
             admin=admin,
             args_size=req.size,
         )
+        committed = outcome.ts  # set only by a commit
         response = self._response(m.mutation_response, req, outcome, admin)
-        return response, outcome.ts if response["success"] else None
+        return response, committed
 
     # -- outgoing ------------------------------------------------------------
     def flush(self, ts: int) -> None:

@@ -232,6 +232,15 @@ async def counted(ctx: Any, group: str) -> Any:
 
 
 @mutation
+async def add_when_open(ctx: Any, group: str) -> Any:
+    """Inserts into ``group`` once the group ``open`` has an item; fails before."""
+    gate = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", "open"))
+    if await gate.first() is None:
+        raise ConvexError("not open yet")
+    return await ctx.db.insert("items", {"group": group, "n": 0.0})
+
+
+@mutation
 async def who_mutates(ctx: Any) -> Any:
     identity = await ctx.auth.get_user_identity()
     return None if identity is None else identity["subject"]
@@ -326,6 +335,7 @@ ITEMS = {
         "crash",
         "counted",
         "who_mutates",
+        "add_when_open",
         "shout",
         "refuse_action",
         "broken_action",
