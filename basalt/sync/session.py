@@ -23,7 +23,8 @@ from basalt.runtime.outcome import Failure, Outcome, request_id, reveals
 from basalt.values.wire import to_convex_json
 
 from . import messages as m
-from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key, query_args_key
+from .entry import QueryEntry, _encoded_error_data, identity_key, query_args_key
+from .hub import SyncHub
 from .limits import SessionLimits
 from .remembered import Answer, mutation_key
 
@@ -80,6 +81,8 @@ class SyncSession:
         self.queries: dict[int, _Query] = {}
         #: bytes of the queries' arguments, journals and paths (see SessionLimits)
         self.query_set_bytes = 0
+        #: bytes of the queries' results (each query's entry's; kept by the hub)
+        self.result_bytes = 0
         #: removed query ids the client has not been told about (an ordered set)
         self._removed: dict[int, None] = {}
         self._sent: tuple[int, int, int] = (0, 0, 0)
@@ -278,13 +281,18 @@ class SyncSession:
             self.hub.unsubscribe(self, query_id, old)
             query.sent_version = -1
 
+    def serves(self, query_id: int, entry: QueryEntry) -> bool:
+        """Whether query ``query_id`` is served from ``entry``."""
+        query = self.queries.get(query_id)
+        return query is not None and query.entry is entry
+
     def rebind(self, query_id: int, old: QueryEntry, entry: QueryEntry) -> None:
-        """Serve a query from another (equivalent) entry."""
+        """Serve a query from another entry (the hub has subscribed it there):
+        an equivalent execution, or a failure of its own."""
         query = self.queries.get(query_id)
         if query is None or query.entry is not old:
             return
         query.entry = entry
-        entry.subscribers.add((self, query_id))
         if self.sees_everything:
             up_to_date = old.result_hash == entry.result_hash and query.sent_version == old.version
             query.sent_version = entry.version if up_to_date else -1

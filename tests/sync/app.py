@@ -170,6 +170,14 @@ async def gated(ctx: Any, group: str) -> Any:
     return _strip(await q.collect())
 
 
+@query
+async def sized(ctx: Any, group: str, extra: float = 0.0, salt: float = 0.0) -> Any:
+    """A string of 1,000 characters per item of the group plus ``extra``
+    (``salt`` only makes the arguments, and so the execution, distinct)."""
+    q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
+    return "x" * (1000 * len(await q.collect()) + int(extra))
+
+
 @internal_query
 async def secret(ctx: Any, x: float = 0.0) -> Any:
     return "classified"
@@ -336,6 +344,7 @@ ITEMS = {
         "counted",
         "who_mutates",
         "add_when_open",
+        "sized",
         "shout",
         "refuse_action",
         "broken_action",
