@@ -220,6 +220,7 @@ class BasaltApp:
                         "resultBytes": 0 if hub is None else hub.result_bytes,
                         "resultBytesLimit": self.sync_limits.total_result_bytes,
                         "resultsRefused": 0 if hub is None else hub.results_refused,
+                        "cyclesOverTime": 0 if hub is None else hub.cycles_over_time,
                     },
                 }
             )

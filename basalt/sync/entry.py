@@ -88,7 +88,8 @@ class QueryEntry:
         self.prepare_error = prepare_error
         self.fresh = True
         self.dirty = False
-        #: the oldest commit that made it dirty since it last ran (None: no commit)
+        #: the oldest commit that made it dirty since it last ran (None: no
+        #: commit, or not known which: then it is stale at any snapshot)
         self.dirty_from: int | None = None
         self.read_auth = False
         #: bumped when what a caller who sees everything is sent changes (value,
@@ -115,6 +116,14 @@ class QueryEntry:
         self.dirty = True
         if self.dirty_from is None or ts < self.dirty_from:
             self.dirty_from = ts
+
+    def stale_at(self, ts: int) -> bool:
+        """Whether this entry's result may not be the query's result at
+        snapshot ``ts`` (it has not run yet, or a commit up to ``ts`` wrote into
+        what it read): a Transition to ``ts`` must wait for its next run."""
+        if self.fresh:
+            return True
+        return self.dirty and (self.dirty_from is None or self.dirty_from <= ts)
 
     def record(
         self,

@@ -10,6 +10,19 @@ send one Transition ending at that snapshot's timestamp. Cycles run one at a
 time and coalesce: commits that arrive during a cycle are handled by the next
 one, including those that hit a read set the cycle had not filed yet.
 
+**Fairness.** A cycle serves connections in turns, those served longest ago
+first, running each one's entries together (an entry belongs to one of its
+subscribers). It starts no connection's turn once it has run for
+:attr:`SyncHub.cycle_seconds`, and ends a turn once that connection's runs
+have taken :attr:`SyncHub.session_seconds` (it always runs one entry). What it
+did not reach waits for the next cycle, and the hub first leaves the event loop
+to other work for a share of the time the cycle took (see
+:mod:`basalt.sync.fairness`). So a connection with many (or slow) queries
+delays the others by about one turn, while one whose queries take less than a
+turn together is refreshed within one cycle. A session with an entry that is
+not up to date at a cycle's snapshot sends nothing until it is, so a
+Transition never mixes snapshots.
+
 **Result memory.** What an entry's result holds (its size as JSON, see
 :attr:`~basalt.sync.entry.QueryEntry.result_bytes`) is bounded twice:
 
@@ -28,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +53,7 @@ from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
 
 from .entry import QueryEntry, identity_key, query_args_key
+from .fairness import make_room
 from .index import SubscriptionIndex
 from .remembered import RememberedMutations
 
@@ -49,13 +64,19 @@ log = logging.getLogger("basalt.sync")
 
 #: Most bytes (as JSON) of query results the subscriptions of one hub hold.
 MAX_TOTAL_RESULT_BYTES = 512 << 20
+#: Seconds after which a refresh cycle starts no other connection's turn.
+CYCLE_SECONDS = 0.25
+#: Seconds of runs one connection's turn may take in one refresh cycle.
+SESSION_SECONDS = 0.5
 
 
 class SyncHub:
     """Subscriptions of every connection to one runtime.
 
-    ``max_result_bytes``: the bytes of results all its entries may hold (see
-    the module's docstring).
+    ``max_result_bytes``: the bytes of results all its entries may hold;
+    ``cycle_seconds`` and ``session_seconds``: how long one refresh cycle
+    starts new turns for, and how long one connection's turn may take (see the
+    module's docstring).
     """
 
     #: Commits a cycle reads back from the commit log when its snapshot is ahead of
@@ -68,9 +89,16 @@ class SyncHub:
         *,
         dev: bool = False,
         max_result_bytes: int = MAX_TOTAL_RESULT_BYTES,
+        cycle_seconds: float = CYCLE_SECONDS,
+        session_seconds: float = SESSION_SECONDS,
     ) -> None:
         if max_result_bytes < 1:
             raise ValueError(f"max_result_bytes must be positive, got {max_result_bytes}")
+        if not (cycle_seconds > 0 and session_seconds > 0):
+            raise ValueError(
+                "cycle_seconds and session_seconds must be positive, got "
+                f"{cycle_seconds} and {session_seconds}"
+            )
         self.runtime = runtime
         #: a development server: every subscriber sees everything of failures and
         #: the log lines (see basalt.runtime.outcome); otherwise only admins do
@@ -81,6 +109,10 @@ class SyncHub:
         #: the snapshot timestamp of the last cycle: every clean entry is valid there
         self.ts = 0
         self.cycles = 0
+        #: cycles that ran out of time and left entries to the next one
+        self.cycles_over_time = 0
+        self.cycle_seconds = cycle_seconds
+        self.session_seconds = session_seconds
         #: the bytes of the results of all live entries, and their limit
         self.result_bytes = 0
         self.max_result_bytes = max_result_bytes
@@ -96,6 +128,10 @@ class SyncHub:
         #: commits that arrived while a cycle was running (see :meth:`cycle`)
         self._late: list[Commit] = []
         self._cycling = False
+        #: seconds the last cycle took, if it ran out of time (see :meth:`_run`)
+        self._overran = 0.0
+        #: a counter that orders the turns given to sessions (see :meth:`_in_turns`)
+        self._turns = 0
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -387,6 +423,10 @@ class SyncHub:
                 raise
             except (Exception, WriteConflict):
                 log.exception("subscription refresh failed")
+            if self._overran:
+                # Entries wait for the next cycle: let others use the loop first.
+                held, self._overran = self._overran, 0.0
+                await make_room(held)
 
     async def cycle(self) -> None:
         """Re-run what changed at one snapshot, then let sessions send transitions.
@@ -404,7 +444,7 @@ class SyncHub:
 
     async def _cycle(self) -> None:
         runtime = self.runtime
-        pending: list[QueryEntry] = []
+        order: list[QueryEntry] = []
         ran: list[tuple[QueryEntry, ReadSet | None]] = []
         done = 0
         self._cycling = True
@@ -425,9 +465,20 @@ class SyncHub:
                     pending = [e for e in pending if e not in later]
                     self._pending.update(later)
                     self._wake.set()
-                for entry in pending:
+                order, turns = self._in_turns(pending)
+                started = turn_started = time.perf_counter()
+                for entry, turn in zip(order, turns, strict=True):
+                    now = time.perf_counter()
+                    if turn is not None:  # the first entry of a session's turn
+                        if done and now - started >= self.cycle_seconds:
+                            break  # the other turns wait for the next cycle
+                        turn_started = now
+                        self._turns += 1
+                        turn.served = self._turns
+                    elif now - turn_started >= self.session_seconds:
+                        break  # so do the rest of this turn, and the others
+                    done += 1
                     if not entry.subscribers:
-                        done += 1
                         continue  # its last subscriber left while others ran
                     # A commit after this snapshot marks it dirty again (for the next cycle).
                     entry.dirty = False
@@ -441,7 +492,6 @@ class SyncHub:
                             ),
                         )
                         ran.append((entry, None))
-                        done += 1
                         continue
                     if entry.fresh:
                         shared = self.entries.get((entry.path, entry.args_key, "*"))
@@ -453,12 +503,10 @@ class SyncHub:
                             # Another caller's subscription to the same query ran
                             # first (in this cycle or before) and ignored auth.
                             self._merge(entry, shared)
-                            done += 1
                             continue
                     outcome = await runtime.run_query_in(
                         tx, entry.function, entry.args, entry.identity
                     )
-                    done += 1
                     if not entry.subscribers:  # removed while it ran (and dropped)
                         continue
                     self._record(entry, outcome)
@@ -471,13 +519,18 @@ class SyncHub:
                     else:  # moved, or none of them had room for the result
                         self._drop(entry)
                     ran.append((entry, outcome.read_set))
+                if done < len(order):
+                    self._pending.update(e for e in order[done:] if e.subscribers)
+                    self._overran = time.perf_counter() - started
+                    self.cycles_over_time += 1
+                    self._wake.set()
         except WriteConflict:
             # Nothing this snapshot gave may be sent: all of it runs again.
-            self._pending.update(e for e in pending if e.subscribers)
+            self._run_again(order)
             raise
         except BaseException:
             # What did not run waits for the next cycle.
-            self._pending.update(e for e in pending[done:] if e.subscribers)
+            self._run_again(order[max(done - 1, 0) :])
             raise
         finally:
             self._cycling = False
@@ -503,6 +556,32 @@ class SyncHub:
         for session in targets:
             if session in self.sessions:
                 session.flush(self.ts)
+
+    def _run_again(self, entries: list[QueryEntry]) -> None:
+        """Entries a failed cycle may have run: not up to date anywhere until
+        the next cycle has run them."""
+        for entry in entries:
+            if entry.subscribers:
+                entry.dirty = entry.dirty or not entry.fresh
+                self._pending.add(entry)
+
+    def _in_turns(
+        self, pending: list[QueryEntry]
+    ) -> tuple[list[QueryEntry], list[SyncSession | None]]:
+        """The order to run entries in: the sessions served longest ago first,
+        each session's entries together (an entry belongs to one of its
+        subscribers); and, for each entry, the session whose turn it starts
+        (None: it continues one)."""
+        groups: dict[SyncSession, list[QueryEntry]] = {}
+        for entry in pending:
+            session = next(iter(entry.subscribers))[0]
+            groups.setdefault(session, []).append(entry)
+        order: list[QueryEntry] = []
+        turns: list[SyncSession | None] = []
+        for session, entries in sorted(groups.items(), key=lambda item: item[0].served):
+            order += entries
+            turns += [session] + [None] * (len(entries) - 1)
+        return order, turns
 
     def _split_if_personal(self, entry: QueryEntry) -> None:
         """An entry shared by several callers that now reads auth gets one

@@ -83,6 +83,8 @@ class SyncSession:
         self.query_set_bytes = 0
         #: bytes of the queries' results (each query's entry's; kept by the hub)
         self.result_bytes = 0
+        #: when the hub last gave this session a turn (see SyncHub._in_turns)
+        self.served = 0
         #: removed query ids the client has not been told about (an ordered set)
         self._removed: dict[int, None] = {}
         self._sent: tuple[int, int, int] = (0, 0, 0)
@@ -424,8 +426,10 @@ class SyncSession:
         """
         if self._closed:
             return
-        if any(q.entry.fresh for q in self.queries.values()):
-            return  # a new query has not run yet: the hub flushes again once it has
+        if any(q.entry.stale_at(ts) for q in self.queries.values()):
+            # A new query has not run yet, or one is to run again at this
+            # snapshot: the hub flushes again once it has.
+            return
         ts = max(ts, self._sent[2])
         needs_transition = self._needs_transition
         if self._await_ts is not None:

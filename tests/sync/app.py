@@ -178,6 +178,15 @@ async def sized(ctx: Any, group: str, extra: float = 0.0, salt: float = 0.0) -> 
     return "x" * (1000 * len(await q.collect()) + int(extra))
 
 
+@query
+async def slow(ctx: Any, group: str, salt: float = 0.0) -> Any:
+    """``by_group`` that waits a few milliseconds first (as a slow query would)."""
+    CALLS["slow"] += 1
+    await asyncio.sleep(0.005)
+    q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
+    return _strip(await q.collect())
+
+
 @internal_query
 async def secret(ctx: Any, x: float = 0.0) -> Any:
     return "classified"
@@ -345,6 +354,7 @@ ITEMS = {
         "who_mutates",
         "add_when_open",
         "sized",
+        "slow",
         "shout",
         "refuse_action",
         "broken_action",

@@ -1,9 +1,10 @@
 """Functions for the tests of what one sync connection may hold: an action that
-counts how many of its calls run at once, and a mutation and a query with
-large results."""
+counts how many of its calls run at once, a mutation and a query with large
+results, and a query that computes for a while."""
 
 import asyncio
 import threading
+import time
 
 from basalt import action, mutation, query, v
 
@@ -39,3 +40,13 @@ async def add_large(ctx, tag, size):
 async def big(ctx, kib, salt=None):
     """``kib`` KiB of text (``salt`` only makes the arguments distinct)."""
     return "x" * int(kib * 1024)
+
+
+@query(args={"seconds": v.float64(), "salt": v.optional(v.float64())})
+async def spin(ctx, seconds, salt=None):
+    """Computes for ``seconds`` without giving the event loop back (a slow query
+    within the time limit)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds
