@@ -1,7 +1,8 @@
 """What query results may hold on a real ``basalt serve``: subscriptions whose
 arguments differ by float noise (each a separate execution of a 1 MiB query)
-stop at the connection's limit, and the server's results stay within its own
-limit — while well-behaved clients keep being served."""
+stop at the connection's limit, the server's results stay within its own
+limit, and a ``query_batch`` response is capped in bytes — while well-behaved
+clients keep being served."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from basalt.server.http_api import MAX_BATCH_RESPONSE_BYTES
 from basalt.sync.limits import MAX_RESULT_BYTES
 
 from .harness import BasaltProcess
@@ -138,3 +140,28 @@ def test_the_result_limits_are_configurable(
     assert bad.proc is not None
     assert bad.proc.wait(timeout=60) != 0
     assert "BASALT_SYNC_RESULTS_MB must be a positive integer, got '0'" in bad.output()
+
+
+def test_a_batch_response_is_capped_in_bytes(server: BasaltProcess, tag: str) -> None:
+    """40 queries of 1 MiB in one batch (a 40 MiB response before this limit):
+    those that fit are answered, the others say they were not."""
+    query = {"path": "limits:big", "args": {"kib": 1024.0}, "format": "json"}
+    response = httpx.post(
+        server.url + "/api/query_batch", json={"queries": [query] * 40}, timeout=120
+    )
+    assert response.status_code == 200
+    assert len(response.content) < MAX_BATCH_RESPONSE_BYTES + 64 * 1024
+    results = response.json()["results"]
+    count = MAX_BATCH_RESPONSE_BYTES // (BIG + len('{"status":"success","value":},'))
+    assert [r["status"] for r in results] == ["success"] * count + ["error"] * (40 - count)
+    message = results[count]["errorMessage"].split("\n", 1)[1]
+    assert message.startswith(
+        "BatchResponseTooLarge: query_batch's response would be "
+    ) and message.endswith(
+        f"bytes with queries[{count}], over the limit of {MAX_BATCH_RESPONSE_BYTES} bytes per "
+        f"response: queries[{count}] and the {39 - count} after it were not answered; send them "
+        "in another batch"
+    )
+    assert httpx.post(
+        server.url + "/api/query", json={"path": "notes:bodies", "args": {"tag": tag}}
+    ).json() == {"status": "success", "value": []}
