@@ -76,7 +76,11 @@ class BasaltApp:
     def sync_hub(self) -> SyncHub:
         """The subscription hub, started on first use (it needs the running loop)."""
         if self._hub is None:
-            self._hub = SyncHub(self.runtime, dev=self.dev)
+            self._hub = SyncHub(
+                self.runtime,
+                dev=self.dev,
+                max_result_bytes=self.sync_limits.total_result_bytes,
+            )
             self._hub.start()
         return self._hub
 
@@ -205,6 +209,7 @@ class BasaltApp:
             if not caller.admin:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
             budget = self.send_budget
+            hub = self._hub
             return json_response(
                 {
                     "conflictRetries": self.runtime.conflict_retries,
@@ -213,6 +218,10 @@ class BasaltApp:
                         "queuedBytes": budget.queued_bytes,
                         "queuedBytesLimit": budget.limit,
                         "slowClientsDisconnected": budget.disconnected,
+                        "resultBytes": 0 if hub is None else hub.result_bytes,
+                        "resultBytesLimit": self.sync_limits.total_result_bytes,
+                        "resultsRefused": 0 if hub is None else hub.results_refused,
+                        "cyclesOverTime": 0 if hub is None else hub.cycles_over_time,
                     },
                 }
             )

@@ -11,14 +11,23 @@ and of the log lines a caller is told depends on who it is
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import json
+import time
 from typing import Any
 
-from basalt.errors import BadRequest, BasaltError, InvalidValue, StorageError, WriteConflict
+from basalt.errors import (
+    BadRequest,
+    BasaltError,
+    InvalidValue,
+    LimitExceeded,
+    StorageError,
+    WriteConflict,
+)
 from basalt.runtime import Outcome, Runtime
 from basalt.runtime.outcome import Failure, error_data, reveals
 from basalt.storage.base import ReadTransaction
+from basalt.sync.fairness import make_room
 from basalt.values.wire import from_convex_json, parse_json, to_clean_json, to_convex_json
 
 from .asgi import Request, Response, error_response, json_response
@@ -33,8 +42,16 @@ LARGE_BODY_BYTES = 256 << 10
 #: subscriptions) and a fraction of a second of server time, where 100,000
 #: entries held the server for 39 s. A client with more sends several batches.
 MAX_BATCH_QUERIES = 1000
-#: A batch lets the event loop serve others after every this many entries.
-BATCH_YIELD_EVERY = 8
+#: Seconds a batch may spend running its queries (one query alone may take up
+#: to its own time limit): the entries not started by then are answered with an
+#: error saying so, without running, so that one request holds the server (and a
+#: snapshot) for a bounded time. The event loop serves others after every entry
+#: (see :mod:`basalt.sync.fairness`).
+MAX_BATCH_SECONDS = 5.0
+#: Most bytes one ``query_batch`` response may take: the entry whose result
+#: would go over, and those after it, are answered with an error saying so. A
+#: result alone (at most the 16 MiB value limit) always fits.
+MAX_BATCH_RESPONSE_BYTES = 32 << 20
 
 ENCODED_FORMATS = {"convex_encoded_json", "convex_json"}
 CLEAN_FORMATS = {"json", "convex_clean_json"}
@@ -244,8 +261,9 @@ class HttpApi:
 
     async def query_batch(self, request: Request, caller: Caller) -> Response:
         """``POST /api/query_batch``: up to :data:`MAX_BATCH_QUERIES` queries, all
-        run in one read transaction (one snapshot, so one timestamp), letting the
-        event loop serve other clients every :data:`BATCH_YIELD_EVERY` entries."""
+        run in one read transaction (one snapshot, so one timestamp), within
+        :data:`MAX_BATCH_SECONDS` and :data:`MAX_BATCH_RESPONSE_BYTES`, letting
+        the event loop serve other clients after every entry."""
         body = parse_json_body(await request.body())
         queries = body.get("queries") if isinstance(body, dict) else None
         if not isinstance(queries, list):
@@ -259,11 +277,22 @@ class HttpApi:
         entries = [_batch_entry(item, i) for i, item in enumerate(queries)]
         full = reveals(dev=self.dev, admin=caller.admin)
 
-        async def run_all(tx: ReadTransaction) -> list[dict[str, Any]]:
-            results = []
+        async def run_all(tx: ReadTransaction) -> list[bytes]:
+            parts: list[bytes] = []
+            size = 0
+            spent = 0.0  # seconds spent running the entries
+            count = len(entries)
             for i, (path, args, encode) in enumerate(entries):
-                if i and i % BATCH_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # a query need not wait for anything: let others in
+                if i and spent >= MAX_BATCH_SECONDS:
+                    return parts + self._not_run(
+                        count - i,
+                        full,
+                        f"query_batch ran {i} of its {count} queries in {spent:.1f} s, the "
+                        f"most one batch may take is {MAX_BATCH_SECONDS:g} s: queries[{i}] and "
+                        f"the {count - i - 1} after it were not run; send them in another batch",
+                        "BatchTimeLimit",
+                    )
+                started = time.perf_counter()
                 try:
                     function, call_args = self.runtime.prepare(
                         path, args, kind="query", admin=caller.admin
@@ -274,16 +303,51 @@ class HttpApi:
                     outcome = await self.runtime.run_query_in(
                         tx, function, call_args, caller.identity
                     )
-                results.append(outcome_body(outcome, encode, path=path, full=full, dev=self.dev))
-            return results
+                part = _json_bytes(
+                    outcome_body(outcome, encode, path=path, full=full, dev=self.dev)
+                )
+                del outcome  # the value is in the part now
+                if size + len(part) > MAX_BATCH_RESPONSE_BYTES:
+                    return parts + self._not_run(
+                        count - i,
+                        full,
+                        f"query_batch's response would be {size + len(part)} bytes with "
+                        f"queries[{i}], over the limit of {MAX_BATCH_RESPONSE_BYTES} bytes per "
+                        f"response: queries[{i}] and the {count - i - 1} after it were not "
+                        "answered; send them in another batch",
+                        "BatchResponseTooLarge",
+                    )
+                parts.append(part)
+                size += len(part)
+                held = time.perf_counter() - started
+                spent += held
+                if i + 1 < count:
+                    await make_room(held)  # other clients' requests run in between
+            return parts
 
         try:
-            return json_response({"results": await self.runtime.read(run_all)})
+            parts = await self.runtime.read(run_all)
         except WriteConflict:
             raise StorageError(
                 "query_batch could not get a consistent snapshot (the database kept "
                 "cancelling it): retry"
             ) from None
+        return Response(
+            b'{"results":[' + b",".join(parts) + b"]}", content_type="application/json"
+        )
+
+    def _not_run(self, count: int, full: bool, message: str, code: str) -> list[bytes]:
+        """The answers of ``count`` batch entries a limit left unanswered: one
+        error, logged once."""
+        failure = Failure(LimitExceeded(message, code=code), rejected=True)
+        failure.report("query_batch", dev=self.dev)
+        answer = _json_bytes({"status": "error", "errorMessage": failure.message(full=full)})
+        return [answer] * count
+
+
+def _json_bytes(data: Any) -> bytes:
+    """``data`` as the JSON of a response body (as :func:`json_response` writes it)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _batch_entry(item: Any, i: int) -> tuple[str, dict[str, Any], Any]:

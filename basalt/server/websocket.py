@@ -29,6 +29,7 @@ from typing import Any
 from basalt.runtime.outcome import request_id
 from basalt.sync import ProtocolError, SessionLimits, SyncHub, SyncSession
 from basalt.sync import messages as m
+from basalt.sync.hub import MAX_TOTAL_RESULT_BYTES
 from basalt.sync.session import TokenVerifier
 
 from .asgi import Receive, Scope, Send
@@ -55,13 +56,17 @@ SEND_TIMEOUT = 60.0
 class SyncLimits:
     """The limits of a server's sync connections (defaults: the module constants).
 
-    ``basalt serve`` reads two of them from the environment
+    ``basalt serve`` reads four of them from the environment
     (:meth:`from_env`): ``BASALT_SYNC_MAX_QUERIES`` (queries one connection may
-    subscribe to) and ``BASALT_SYNC_QUEUE_MB`` (MiB of unread messages all
-    connections together may hold).
+    subscribe to), ``BASALT_SYNC_CONNECTION_RESULTS_MB`` (MiB of query results
+    one connection may hold), ``BASALT_SYNC_RESULTS_MB`` (MiB of query results
+    the server holds for all of them) and ``BASALT_SYNC_QUEUE_MB`` (MiB of
+    unread messages all connections together may hold).
     """
 
     session: SessionLimits = field(default_factory=SessionLimits)
+    #: bytes of query results the server's subscriptions hold (see basalt.sync.hub)
+    total_result_bytes: int = MAX_TOTAL_RESULT_BYTES
     #: bytes queued for one connection (see :mod:`.sync_queue`)
     queued_bytes: int = MAX_QUEUED_BYTES
     #: bytes queued for all the connections of the server
@@ -76,6 +81,13 @@ class SyncLimits:
         queries = _positive_int(env, "BASALT_SYNC_MAX_QUERIES")
         if queries is not None:
             limits = replace(limits, session=replace(limits.session, max_queries=queries))
+        results_mb = _positive_int(env, "BASALT_SYNC_CONNECTION_RESULTS_MB")
+        if results_mb is not None:
+            session = replace(limits.session, max_result_bytes=results_mb << 20)
+            limits = replace(limits, session=session)
+        total_mb = _positive_int(env, "BASALT_SYNC_RESULTS_MB")
+        if total_mb is not None:
+            limits = replace(limits, total_result_bytes=total_mb << 20)
         queue_mb = _positive_int(env, "BASALT_SYNC_QUEUE_MB")
         if queue_mb is not None:
             limits = replace(limits, total_queued_bytes=queue_mb << 20)

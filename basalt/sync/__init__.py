@@ -6,7 +6,8 @@ The server's WebSocket endpoint feeds frames to a session and sends what it
 queues.
 """
 
-from .hub import QueryEntry, SyncHub
+from .entry import QueryEntry
+from .hub import SyncHub
 from .index import SubscriptionIndex
 from .limits import SessionLimits
 from .messages import ProtocolError

@@ -1,35 +1,59 @@
 """The subscription hub: shared query executions, invalidation, refresh cycles.
 
-A :class:`QueryEntry` is one execution of one query (function, arguments and,
-if the query asked who the caller is, identity) shared by every subscriber.
-Each commit is matched against the entries' read sets (see
-:mod:`basalt.sync.index`) as soon as it is durable; matched entries are marked
-dirty. A *refresh cycle* then opens one snapshot, re-runs every dirty or new
-entry in it, and lets every session that has something to say send one
-Transition ending at that snapshot's timestamp. Cycles run one at a time and
-coalesce: commits that arrive during a cycle are handled by the next one,
-including those that hit a read set the cycle had not filed yet.
+A :class:`~basalt.sync.entry.QueryEntry` is one execution of one query
+(function, arguments and, if the query asked who the caller is, identity)
+shared by every subscriber. Each commit is matched against the entries' read
+sets (see :mod:`basalt.sync.index`) as soon as it is durable; matched entries
+are marked dirty. A *refresh cycle* then opens one snapshot, re-runs every
+dirty or new entry in it, and lets every session that has something to say
+send one Transition ending at that snapshot's timestamp. Cycles run one at a
+time and coalesce: commits that arrive during a cycle are handled by the next
+one, including those that hit a read set the cycle had not filed yet.
+
+**Fairness.** A cycle serves connections in turns, those served longest ago
+first, running each one's entries together (an entry belongs to one of its
+subscribers). It starts no connection's turn once it has run for
+:attr:`SyncHub.cycle_seconds`, and ends a turn once that connection's runs
+have taken :attr:`SyncHub.session_seconds` (it always runs one entry). What it
+did not reach waits for the next cycle, and the hub first leaves the event loop
+to other work for a share of the time the cycle took (see
+:mod:`basalt.sync.fairness`). So a connection with many (or slow) queries
+delays the others by about one turn, while one whose queries take less than a
+turn together is refreshed within one cycle. A session with an entry that is
+not up to date at a cycle's snapshot sends nothing until it is, so a
+Transition never mixes snapshots.
+
+**Result memory.** What an entry's result holds (its size as JSON, see
+:attr:`~basalt.sync.entry.QueryEntry.result_bytes`) is bounded twice:
+
+- per connection: every query is charged its entry's result (see
+  :class:`~basalt.sync.limits.SessionLimits`); a query whose result would take
+  its connection over the limit is served a failure of its own instead (the
+  entry, if nobody else is subscribed, is dropped at once);
+- per hub: the results of all entries together (each counted once, however
+  many subscribe) stay within :attr:`SyncHub.max_result_bytes`. A run whose
+  result would go over keeps a failure instead, for all its subscribers, and
+  runs again when what it read changes or once the others' results leave room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from basalt.errors import WriteConflict
+from basalt.errors import LimitExceeded, WriteConflict
 from basalt.runtime import Runtime
 from basalt.runtime.conflicts import retry_conflicts
-from basalt.runtime.functions import Function
-from basalt.runtime.outcome import Failure, Outcome, error_data
+from basalt.runtime.outcome import Outcome
 from basalt.runtime.transaction import ReadSet
 from basalt.storage.base import Commit
-from basalt.values.wire import to_convex_json
 
+from .entry import QueryEntry, identity_key, query_args_key
+from .fairness import make_room
 from .index import SubscriptionIndex
 from .remembered import RememberedMutations
 
@@ -38,163 +62,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("basalt.sync")
 
-
-def identity_key(identity: dict[str, Any] | None, admin: bool) -> str:
-    """A stable key for a caller, used to keep apart executions that read auth."""
-    if identity is None:
-        return "admin" if admin else ""
-    token = identity.get("tokenIdentifier")
-    if isinstance(token, str):
-        return token
-    return json.dumps(identity, sort_keys=True, default=repr)
-
-
-def query_args_key(args: dict[str, Any]) -> str:
-    """Query arguments as canonical JSON: equal arguments give equal keys."""
-    return json.dumps(to_convex_json(args), sort_keys=True, separators=(",", ":"))
-
-
-class QueryEntry:
-    """One shared execution of a query."""
-
-    __slots__ = (
-        "args",
-        "args_key",
-        "dirty",
-        "dirty_from",
-        "error_data",
-        "failure",
-        "fresh",
-        "function",
-        "identity",
-        "identity_key",
-        "log_lines",
-        "path",
-        "prepare_error",
-        "public_hash",
-        "public_version",
-        "read_auth",
-        "result_hash",
-        "subscribers",
-        "value_payload",
-        "version",
-    )
-
-    def __init__(
-        self,
-        path: str,
-        args: dict[str, Any],
-        args_key: str,
-        identity: dict[str, Any] | None,
-        ident_key: str,
-        function: Function | None,
-        prepare_error: Exception | None,
-    ) -> None:
-        self.path = path
-        self.args = args
-        self.args_key = args_key
-        self.identity = identity
-        self.identity_key = ident_key
-        self.function = function
-        self.prepare_error = prepare_error
-        self.fresh = True
-        self.dirty = False
-        #: the oldest commit that made it dirty since it last ran (None: no commit)
-        self.dirty_from: int | None = None
-        self.read_auth = False
-        #: bumped when what a caller who sees everything is sent changes (value,
-        #: error, log lines); ``public_version``: what every other caller is sent
-        #: (see basalt.runtime.outcome)
-        self.version = 0
-        self.public_version = 0
-        self.result_hash = b""
-        self.public_hash = b""
-        self.value_payload: Any = None
-        #: the last run's failure (told to each subscriber in its own measure)
-        self.failure: Failure | None = None
-        self.error_data: tuple[bool, Any] = (False, None)
-        self.log_lines: list[str] = []
-        self.subscribers: set[tuple[SyncSession, int]] = set()
-
-    def __repr__(self) -> str:
-        return f"<QueryEntry {self.path} v{self.version}>"
-
-    def mark_dirty(self, ts: int) -> None:
-        """Commit ``ts`` wrote into what this execution read."""
-        self.dirty = True
-        if self.dirty_from is None or ts < self.dirty_from:
-            self.dirty_from = ts
-
-    def record(self, outcome: Outcome, *, dev: bool) -> None:
-        """Keep an outcome; bump ``version`` / ``public_version`` only if what
-        the callers who see everything / the others are sent changed. A failure
-        is recorded in the server log once, whoever is subscribed."""
-        self.read_auth = outcome.read_auth
-        if outcome.error is None:
-            try:
-                payload: Any = to_convex_json(outcome.value)
-            except Exception as exc:
-                outcome.error = exc
-        failure = None
-        if outcome.error is not None:
-            payload = None
-            failure = Failure.of(outcome)
-            failure.report(self.path, dev=dev)
-        self.error_data = _encoded_error_data(failure.error) if failure else (False, None)
-        self.value_payload, self.failure = payload, failure
-        self.log_lines = outcome.log_lines
-        # The request id in an error message changes on every run: hash without it.
-        full = _digest(payload, failure, self.error_data, outcome.log_lines, full=True)
-        public = _digest(payload, failure, self.error_data, [], full=False)
-        if full != self.result_hash or self.fresh:
-            self.result_hash = full
-            self.version += 1
-        if public != self.public_hash or self.fresh:
-            self.public_hash = public
-            self.public_version += 1
-        self.fresh = False
-
-    def record_failure(self, exc: Exception, *, dev: bool) -> None:
-        """The query could not be run for its caller (no such function, bad arguments)."""
-        self.record(Outcome(error=exc, rejected=True), dev=dev)
-
-
-def _digest(
-    payload: Any,
-    failure: Failure | None,
-    data: tuple[bool, Any],
-    log_lines: list[str],
-    *,
-    full: bool,
-) -> bytes:
-    error = None if failure is None else [_stable(failure.message(full=full)), data]
-    source = json.dumps([payload, error, log_lines], sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(source.encode(), digest_size=16).digest()
-
-
-def _stable(message: str) -> str:
-    first, _, rest = message.partition("\n")
-    return rest if first.startswith("[Request ID:") else message
-
-
-def _encoded_error_data(exc: BaseException) -> tuple[bool, Any]:
-    is_convex, data = error_data(exc)
-    if not is_convex:
-        return False, None
-    try:
-        return True, to_convex_json(data)
-    except Exception:
-        return True, repr(data)
+#: Most bytes (as JSON) of query results the subscriptions of one hub hold.
+MAX_TOTAL_RESULT_BYTES = 512 << 20
+#: Seconds after which a refresh cycle starts no other connection's turn.
+CYCLE_SECONDS = 0.25
+#: Seconds of runs one connection's turn may take in one refresh cycle.
+SESSION_SECONDS = 0.5
 
 
 class SyncHub:
-    """Subscriptions of every connection to one runtime."""
+    """Subscriptions of every connection to one runtime.
+
+    ``max_result_bytes``: the bytes of results all its entries may hold;
+    ``cycle_seconds`` and ``session_seconds``: how long one refresh cycle
+    starts new turns for, and how long one connection's turn may take (see the
+    module's docstring).
+    """
 
     #: Commits a cycle reads back from the commit log when its snapshot is ahead of
     #: the commits it was told about; beyond this, every subscription is re-run.
     CATCH_UP_LIMIT = 10_000
 
-    def __init__(self, runtime: Runtime, *, dev: bool = False) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        dev: bool = False,
+        max_result_bytes: int = MAX_TOTAL_RESULT_BYTES,
+        cycle_seconds: float = CYCLE_SECONDS,
+        session_seconds: float = SESSION_SECONDS,
+    ) -> None:
+        if max_result_bytes < 1:
+            raise ValueError(f"max_result_bytes must be positive, got {max_result_bytes}")
+        if not (cycle_seconds > 0 and session_seconds > 0):
+            raise ValueError(
+                "cycle_seconds and session_seconds must be positive, got "
+                f"{cycle_seconds} and {session_seconds}"
+            )
         self.runtime = runtime
         #: a development server: every subscriber sees everything of failures and
         #: the log lines (see basalt.runtime.outcome); otherwise only admins do
@@ -205,6 +109,17 @@ class SyncHub:
         #: the snapshot timestamp of the last cycle: every clean entry is valid there
         self.ts = 0
         self.cycles = 0
+        #: cycles that ran out of time and left entries to the next one
+        self.cycles_over_time = 0
+        self.cycle_seconds = cycle_seconds
+        self.session_seconds = session_seconds
+        #: the bytes of the results of all live entries, and their limit
+        self.result_bytes = 0
+        self.max_result_bytes = max_result_bytes
+        #: results not kept because of a limit (a connection's or the hub's)
+        self.results_refused = 0
+        #: entries whose result the hub's limit refused → the size refused
+        self._refused: dict[QueryEntry, int] = {}
         self._pending: set[QueryEntry] = set()
         #: sessions that have something to tell their client at the next cycle
         self._flush_requests: set[SyncSession] = set()
@@ -213,11 +128,15 @@ class SyncHub:
         #: commits that arrived while a cycle was running (see :meth:`cycle`)
         self._late: list[Commit] = []
         self._cycling = False
+        #: seconds the last cycle took, if it ran out of time (see :meth:`_run`)
+        self._overran = 0.0
+        #: a counter that orders the turns given to sessions (see :meth:`_in_turns`)
+        self._turns = 0
         self._cycle_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
-        #: (session id, request id) → the response already sent (re-sent mutations)
+        #: the answers of committed mutations, for re-sent ones (see .remembered)
         self.mutation_results = RememberedMutations()
 
     # -- lifecycle -----------------------------------------------------------
@@ -309,8 +228,10 @@ class SyncHub:
         admin: bool,
         args_key: str | None = None,
     ) -> QueryEntry:
-        """Attach a session's query to a shared entry (made if needed);
-        ``args_key`` is :func:`query_args_key` of ``args`` if the caller has it."""
+        """Attach a session's query to a shared entry (made if needed), or to a
+        failure of its own if the entry's result does not fit in the session's
+        limit; ``args_key`` is :func:`query_args_key` of ``args`` if the caller
+        has it."""
         if args_key is None:
             args_key = query_args_key(args)
         ident = identity_key(identity, admin)
@@ -334,24 +255,76 @@ class SyncHub:
                     self.entries[(canonical, args_key, ident)] = own
                     self._pending.add(own)
                 entry = own
-        entry.subscribers.add((session, query_id))
+        attached = self._attach(session, query_id, entry)
+        if attached is not entry and not entry.subscribers:
+            self._drop(entry)
         self._wake.set()
-        return entry
+        return attached
 
     def unsubscribe(self, session: SyncSession, query_id: int, entry: QueryEntry) -> None:
-        entry.subscribers.discard((session, query_id))
+        self._detach(session, query_id, entry)
         if not entry.subscribers:
             self._drop(entry)
 
+    def _attach(self, session: SyncSession, query_id: int, entry: QueryEntry) -> QueryEntry:
+        """Subscribe a session's query to ``entry`` and charge it the result;
+        a result the session has no room for is replaced by a failure of its own
+        (which is returned)."""
+        size = entry.result_bytes
+        held = session.result_bytes
+        if held and size and held + size > session.limits.max_result_bytes:
+            entry = self._refusal(session, entry, size)
+        entry.subscribers.add((session, query_id))
+        session.result_bytes += entry.result_bytes
+        return entry
+
+    def _detach(self, session: SyncSession, query_id: int, entry: QueryEntry) -> None:
+        if (session, query_id) in entry.subscribers:
+            entry.subscribers.discard((session, query_id))
+            session.result_bytes -= entry.result_bytes
+
+    def _refusal(self, session: SyncSession, entry: QueryEntry, size: int) -> QueryEntry:
+        """A failure, of the session's own, for a query whose result of ``size``
+        bytes does not fit in the session's limit."""
+        limit = session.limits.max_result_bytes
+        refusal = QueryEntry(
+            entry.path, entry.args, entry.args_key, entry.identity, entry.identity_key, None, None
+        )
+        refusal.record_failure(
+            LimitExceeded(
+                f"this query's result ({size} bytes as JSON) would make the results of this "
+                f"connection's queries {session.result_bytes + size} bytes, over the limit of "
+                f"{limit} bytes per connection: remove queries, or make this one return less",
+                code="ResultsTooLarge",
+            ),
+            dev=self.dev,
+        )
+        self.result_bytes += refusal.result_bytes
+        self.results_refused += 1
+        return refusal
+
     def _drop(self, entry: QueryEntry) -> None:
+        """Nobody is subscribed to ``entry`` any more: forget it and its result."""
         self.index.remove(entry)
         self._pending.discard(entry)
+        self._refused.pop(entry, None)
         for key in (
             (entry.path, entry.args_key, "*"),
             (entry.path, entry.args_key, entry.identity_key),
         ):
             if self.entries.get(key) is entry:
                 del self.entries[key]
+        freed = entry.result_bytes
+        self.result_bytes -= freed
+        entry.release()
+        if freed:
+            self._room_freed()
+
+    def _move(self, session: SyncSession, query_id: int, old: QueryEntry, new: QueryEntry) -> None:
+        """Serve a session's query from ``new`` (an equivalent entry) instead of ``old``."""
+        self._detach(session, query_id, old)
+        session.rebind(query_id, old, self._attach(session, query_id, new))
+        self._flush_requests.add(session)
 
     def _file(self, entry: QueryEntry) -> None:
         """Index an entry under its identity key, or as shared if it ignored auth.
@@ -378,10 +351,66 @@ class SyncHub:
 
     def _merge(self, entry: QueryEntry, into: QueryEntry) -> None:
         for session, query_id in list(entry.subscribers):
-            session.rebind(query_id, entry, into)
-            self._flush_requests.add(session)
-        entry.subscribers.clear()
+            if session.serves(query_id, entry):
+                self._move(session, query_id, entry, into)
+            else:
+                self._detach(session, query_id, entry)
         self._drop(entry)
+
+    # -- result memory -------------------------------------------------------
+    def _record(self, entry: QueryEntry, outcome: Outcome) -> None:
+        """Keep a run's outcome within the hub's limit, and charge the change
+        in its size to the subscribers (see the module's docstring)."""
+        old = entry.result_bytes
+        room = max(old, self.max_result_bytes - (self.result_bytes - old))
+        refused = entry.record(outcome, dev=self.dev, room=room, too_large=self._too_large)
+        if refused is None:
+            self._refused.pop(entry, None)
+        else:
+            self._refused[entry] = refused
+            self.results_refused += 1
+        delta = entry.result_bytes - old
+        self.result_bytes += delta
+        if delta > 0:
+            for session, query_id in list(entry.subscribers):
+                session.result_bytes += delta
+                held = session.result_bytes
+                if held > session.limits.max_result_bytes and held > entry.result_bytes:
+                    # Over its connection's limit, with other results held: this
+                    # one is not kept for it.
+                    self._detach(session, query_id, entry)
+                    refusal = self._refusal(session, entry, entry.result_bytes)
+                    refusal.subscribers.add((session, query_id))
+                    session.result_bytes += refusal.result_bytes
+                    session.rebind(query_id, entry, refusal)
+                    self._flush_requests.add(session)
+        elif delta < 0:
+            for session, _ in entry.subscribers:
+                session.result_bytes += delta
+            self._room_freed()
+
+    def _too_large(self, size: int) -> Exception:
+        return LimitExceeded(
+            f"this query's result ({size} bytes as JSON) would make the query results this "
+            f"server holds {self.result_bytes + size} bytes, over its limit of "
+            f"{self.max_result_bytes} bytes: the query runs again when what it read changes, "
+            "or once the server has room",
+            code="ResultsTooLarge",
+        )
+
+    def _room_freed(self) -> None:
+        """Results left: run again the entries whose result the hub refused
+        and which now fit."""
+        if not self._refused:
+            return
+        room = self.max_result_bytes - self.result_bytes
+        for entry, size in list(self._refused.items()):
+            if size <= room:
+                del self._refused[entry]
+                room -= size
+                entry.dirty = True  # not up to date anywhere until it has run
+                self._pending.add(entry)
+                self._wake.set()
 
     # -- refresh cycles ------------------------------------------------------
     async def _run(self) -> None:
@@ -394,6 +423,10 @@ class SyncHub:
                 raise
             except (Exception, WriteConflict):
                 log.exception("subscription refresh failed")
+            if self._overran:
+                # Entries wait for the next cycle: let others use the loop first.
+                held, self._overran = self._overran, 0.0
+                await make_room(held)
 
     async def cycle(self) -> None:
         """Re-run what changed at one snapshot, then let sessions send transitions.
@@ -411,7 +444,7 @@ class SyncHub:
 
     async def _cycle(self) -> None:
         runtime = self.runtime
-        pending: list[QueryEntry] = []
+        order: list[QueryEntry] = []
         ran: list[tuple[QueryEntry, ReadSet | None]] = []
         done = 0
         self._cycling = True
@@ -432,16 +465,33 @@ class SyncHub:
                     pending = [e for e in pending if e not in later]
                     self._pending.update(later)
                     self._wake.set()
-                for entry in pending:
+                order, turns = self._in_turns(pending)
+                started = turn_started = time.perf_counter()
+                for entry, turn in zip(order, turns, strict=True):
+                    now = time.perf_counter()
+                    if turn is not None:  # the first entry of a session's turn
+                        if done and now - started >= self.cycle_seconds:
+                            break  # the other turns wait for the next cycle
+                        turn_started = now
+                        self._turns += 1
+                        turn.served = self._turns
+                    elif now - turn_started >= self.session_seconds:
+                        break  # so do the rest of this turn, and the others
+                    done += 1
+                    if not entry.subscribers:
+                        continue  # its last subscriber left while others ran
                     # A commit after this snapshot marks it dirty again (for the next cycle).
                     entry.dirty = False
                     entry.dirty_from = None
                     if entry.function is None:
-                        entry.record_failure(
-                            entry.prepare_error or RuntimeError("no function"), dev=self.dev
+                        self._record(
+                            entry,
+                            Outcome(
+                                error=entry.prepare_error or RuntimeError("no function"),
+                                rejected=True,
+                            ),
                         )
                         ran.append((entry, None))
-                        done += 1
                         continue
                     if entry.fresh:
                         shared = self.entries.get((entry.path, entry.args_key, "*"))
@@ -453,27 +503,34 @@ class SyncHub:
                             # Another caller's subscription to the same query ran
                             # first (in this cycle or before) and ignored auth.
                             self._merge(entry, shared)
-                            done += 1
                             continue
                     outcome = await runtime.run_query_in(
                         tx, entry.function, entry.args, entry.identity
                     )
-                    done += 1
-                    entry.record(outcome, dev=self.dev)
-                    if entry.subscribers:  # not removed while it ran
+                    if not entry.subscribers:  # removed while it ran (and dropped)
+                        continue
+                    self._record(entry, outcome)
+                    if entry.subscribers:
                         if outcome.read_set is not None:
                             self.index.add(entry, outcome.read_set)
                         self._split_if_personal(entry)
                     if entry.subscribers:  # the split may have moved them all
                         self._file(entry)
+                    else:  # moved, or none of them had room for the result
+                        self._drop(entry)
                     ran.append((entry, outcome.read_set))
+                if done < len(order):
+                    self._pending.update(e for e in order[done:] if e.subscribers)
+                    self._overran = time.perf_counter() - started
+                    self.cycles_over_time += 1
+                    self._wake.set()
         except WriteConflict:
             # Nothing this snapshot gave may be sent: all of it runs again.
-            self._pending.update(e for e in pending if e.subscribers)
+            self._run_again(order)
             raise
         except BaseException:
             # What did not run waits for the next cycle.
-            self._pending.update(e for e in pending[done:] if e.subscribers)
+            self._run_again(order[max(done - 1, 0) :])
             raise
         finally:
             self._cycling = False
@@ -500,6 +557,32 @@ class SyncHub:
             if session in self.sessions:
                 session.flush(self.ts)
 
+    def _run_again(self, entries: list[QueryEntry]) -> None:
+        """Entries a failed cycle may have run: not up to date anywhere until
+        the next cycle has run them."""
+        for entry in entries:
+            if entry.subscribers:
+                entry.dirty = entry.dirty or not entry.fresh
+                self._pending.add(entry)
+
+    def _in_turns(
+        self, pending: list[QueryEntry]
+    ) -> tuple[list[QueryEntry], list[SyncSession | None]]:
+        """The order to run entries in: the sessions served longest ago first,
+        each session's entries together (an entry belongs to one of its
+        subscribers); and, for each entry, the session whose turn it starts
+        (None: it continues one)."""
+        groups: dict[SyncSession, list[QueryEntry]] = {}
+        for entry in pending:
+            session = next(iter(entry.subscribers))[0]
+            groups.setdefault(session, []).append(entry)
+        order: list[QueryEntry] = []
+        turns: list[SyncSession | None] = []
+        for session, entries in sorted(groups.items(), key=lambda item: item[0].served):
+            order += entries
+            turns += [session] + [None] * (len(entries) - 1)
+        return order, turns
+
     def _split_if_personal(self, entry: QueryEntry) -> None:
         """An entry shared by several callers that now reads auth gets one
         entry per caller (the others re-run on the next cycle)."""
@@ -507,5 +590,5 @@ class SyncHub:
             return
         others = [(s, q) for s, q in entry.subscribers if s.identity_key != entry.identity_key]
         for session, query_id in others:
-            entry.subscribers.discard((session, query_id))
+            self._detach(session, query_id, entry)
             session.resubscribe(query_id)

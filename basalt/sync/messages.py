@@ -15,6 +15,8 @@ from typing import Any
 from basalt.errors import BasaltError, InvalidValue
 from basalt.values.wire import from_convex_json, parse_json
 
+from .limits import MAX_SESSION_ID_CHARS
+
 U32_MAX = 2**32 - 1
 
 
@@ -153,8 +155,14 @@ def parse(text: str | bytes) -> ClientMessage:
     if kind == "Connect":
         max_ts = msg.get("maxObservedTimestamp")
         reason = msg.get("lastCloseReason")
+        session_id = _str(msg, "sessionId", kind)
+        if len(session_id) > MAX_SESSION_ID_CHARS:
+            raise ProtocolError(
+                f"Connect.sessionId is {len(session_id)} characters long, over the limit of "
+                f"{MAX_SESSION_ID_CHARS} (the official clients send a UUID)"
+            )
         return Connect(
-            session_id=_str(msg, "sessionId", kind),
+            session_id=session_id,
             connection_count=_u32(msg, "connectionCount", kind),
             last_close_reason=reason if isinstance(reason, str) else None,
             max_observed_ts=None

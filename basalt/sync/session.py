@@ -23,9 +23,10 @@ from basalt.runtime.outcome import Failure, Outcome, request_id, reveals
 from basalt.values.wire import to_convex_json
 
 from . import messages as m
-from .hub import QueryEntry, SyncHub, _encoded_error_data, identity_key, query_args_key
+from .entry import QueryEntry, _encoded_error_data, identity_key, query_args_key
+from .hub import SyncHub
 from .limits import SessionLimits
-from .remembered import Answer
+from .remembered import Answer, mutation_key
 
 log = logging.getLogger("basalt.sync")
 
@@ -80,6 +81,10 @@ class SyncSession:
         self.queries: dict[int, _Query] = {}
         #: bytes of the queries' arguments, journals and paths (see SessionLimits)
         self.query_set_bytes = 0
+        #: bytes of the queries' results (each query's entry's; kept by the hub)
+        self.result_bytes = 0
+        #: when the hub last gave this session a turn (see SyncHub._in_turns)
+        self.served = 0
         #: removed query ids the client has not been told about (an ordered set)
         self._removed: dict[int, None] = {}
         self._sent: tuple[int, int, int] = (0, 0, 0)
@@ -279,13 +284,18 @@ class SyncSession:
             self.hub.unsubscribe(self, query_id, old)
             query.sent_version = -1
 
+    def serves(self, query_id: int, entry: QueryEntry) -> bool:
+        """Whether query ``query_id`` is served from ``entry``."""
+        query = self.queries.get(query_id)
+        return query is not None and query.entry is entry
+
     def rebind(self, query_id: int, old: QueryEntry, entry: QueryEntry) -> None:
-        """Serve a query from another (equivalent) entry."""
+        """Serve a query from another entry (the hub has subscribed it there):
+        an equivalent execution, or a failure of its own."""
         query = self.queries.get(query_id)
         if query is None or query.entry is not old:
             return
         query.entry = entry
-        entry.subscribers.add((self, query_id))
         if self.sees_everything:
             up_to_date = old.result_hash == entry.result_hash and query.sent_version == old.version
             query.sent_version = entry.version if up_to_date else -1
@@ -363,8 +373,16 @@ class SyncSession:
             # A client that never sent Connect cannot reconnect as the same
             # session: nothing to remember (and no key that is its own alone).
             return await self._apply_mutation(req, identity, admin)
+        caller = f"{'admin' if admin else 'user'}|{identity_key(identity, admin)}"
+        session_id = self.session_id
+
+        def key_of() -> bytes:
+            return mutation_key(caller, session_id, req.request_id, req.udf_path, req.args)
+
+        # Hashing the arguments costs CPU in proportion to their size: large
+        # ones are hashed off the loop, as they were decoded.
+        key = await self.runtime.off_loop(key_of) if req.size > LARGE_FRAME_BYTES else key_of()
         results = self.hub.mutation_results
-        key = (self.session_id, req.request_id)
         earlier = results.get(key)
         if earlier is not None:  # re-sent after a reconnect: answer, do not apply again
             return await asyncio.shield(earlier)
@@ -378,7 +396,10 @@ class SyncSession:
             results.discard(key, answer)
             raise
         answer.set_result((response, ts))
-        results.settle(key, answer, _json_size(response))
+        if ts is None:
+            results.discard(key, answer)  # nothing committed: a re-send may run it
+        else:
+            results.settle(key, answer, _json_size(response))
         return response, ts
 
     async def _apply_mutation(
@@ -392,8 +413,9 @@ class SyncSession:
             admin=admin,
             args_size=req.size,
         )
+        committed = outcome.ts  # set only by a commit
         response = self._response(m.mutation_response, req, outcome, admin)
-        return response, outcome.ts if response["success"] else None
+        return response, committed
 
     # -- outgoing ------------------------------------------------------------
     def flush(self, ts: int) -> None:
@@ -405,8 +427,10 @@ class SyncSession:
         """
         if self._closed:
             return
-        if any(q.entry.fresh for q in self.queries.values()):
-            return  # a new query has not run yet: the hub flushes again once it has
+        if any(q.entry.stale_at(ts) for q in self.queries.values()):
+            # A new query has not run yet, or one is to run again at this
+            # snapshot: the hub flushes again once it has.
+            return
         ts = max(ts, self._sent[2])
         needs_transition = self._needs_transition
         if self._await_ts is not None:

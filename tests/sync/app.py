@@ -170,6 +170,23 @@ async def gated(ctx: Any, group: str) -> Any:
     return _strip(await q.collect())
 
 
+@query
+async def sized(ctx: Any, group: str, extra: float = 0.0, salt: float = 0.0) -> Any:
+    """A string of 1,000 characters per item of the group plus ``extra``
+    (``salt`` only makes the arguments, and so the execution, distinct)."""
+    q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
+    return "x" * (1000 * len(await q.collect()) + int(extra))
+
+
+@query
+async def slow(ctx: Any, group: str, salt: float = 0.0) -> Any:
+    """``by_group`` that waits a few milliseconds first (as a slow query would)."""
+    CALLS["slow"] += 1
+    await asyncio.sleep(0.005)
+    q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
+    return _strip(await q.collect())
+
+
 @internal_query
 async def secret(ctx: Any, x: float = 0.0) -> Any:
     return "classified"
@@ -229,6 +246,15 @@ async def counted(ctx: Any, group: str) -> Any:
     await ctx.db.insert("items", {"group": group, "n": 0.0})
     q = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", group))
     return float(len(await q.collect()))
+
+
+@mutation
+async def add_when_open(ctx: Any, group: str) -> Any:
+    """Inserts into ``group`` once the group ``open`` has an item; fails before."""
+    gate = ctx.db.query("items").with_index("by_group_n", lambda q: q.eq("group", "open"))
+    if await gate.first() is None:
+        raise ConvexError("not open yet")
+    return await ctx.db.insert("items", {"group": group, "n": 0.0})
 
 
 @mutation
@@ -326,6 +352,9 @@ ITEMS = {
         "crash",
         "counted",
         "who_mutates",
+        "add_when_open",
+        "sized",
+        "slow",
         "shout",
         "refuse_action",
         "broken_action",
