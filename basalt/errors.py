@@ -133,6 +133,14 @@ class LimitExceeded(BasaltError):
     http_status = 400
 
 
+class ServerBusy(BasaltError):
+    """The server holds as much of some resource as it may (e.g. request bodies
+    being read); the client should retry in a moment."""
+
+    code = "ServerBusy"
+    http_status = 503
+
+
 class BadRequest(BasaltError):
     code = "BadRequest"
     http_status = 400

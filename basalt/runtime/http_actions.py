@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from basalt.errors import BasaltError, ConvexError
+from basalt.errors import BasaltError, ConvexError, ServerBusy
 from basalt.values.wire import to_clean_json
 
 from . import logs
@@ -101,8 +101,8 @@ async def _respond(
     token = logs.current.set(function_log)
     try:
         result = await function.handler(ctx, request)
-    except RequestBodyTooLarge as exc:
-        return Response.json({"code": exc.code, "message": exc.message}, status=413)
+    except (RequestBodyTooLarge, ServerBusy) as exc:
+        return Response.json({"code": exc.code, "message": exc.message}, status=exc.http_status)
     except Exception as exc:
         return failure_response(label, exc, dev=dev)
     finally:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import basalt
-from basalt.errors import BasaltError
+from basalt.errors import BasaltError, ServerBusy
 from basalt.runtime import App, Runtime
 from basalt.runtime.files import FileService
 from basalt.runtime.outcome import error_message, request_id
@@ -25,6 +25,7 @@ from .asgi import (
     run_lifespan,
 )
 from .auth import Authenticator, Caller, client_address
+from .body_budget import BodyBudget
 from .files_routes import FileRoutes
 from .http_api import HttpApi
 from .sync_queue import SendBudget
@@ -61,8 +62,11 @@ class BasaltApp:
         sync_limits: SyncLimits | None = None,
         *,
         dev: bool = False,
+        body_budget: BodyBudget | None = None,
     ) -> None:
         self.runtime = runtime
+        #: bytes of request bodies held at once (shared with the site port's app)
+        self.body_budget = body_budget or BodyBudget()
         self.auth = authenticator
         self.dev = dev
         self.sync_limits = sync_limits or SyncLimits.from_env()
@@ -132,9 +136,12 @@ class BasaltApp:
         await run_lifespan(receive, send, startup, shutdown)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        lease = self.body_budget.lease()
+        request = Request(scope, receive, lease)
         try:
             response = await self._route(request)
+        except ServerBusy as exc:
+            response = error_response(503, exc.code, exc.message)
         except BasaltError as exc:
             if exc.http_status >= 500:  # the server's failure, not the request's
                 response = self._internal_error(request, exc)
@@ -144,6 +151,8 @@ class BasaltApp:
             response = error_response(413, "PayloadTooLarge", str(exc))
         except Exception as exc:  # one request must never take the server down
             response = self._internal_error(request, exc)
+        finally:
+            lease.release()  # the body is not needed once the response is made
         await response.send(send, cors_headers(request))
 
     def _internal_error(self, request: Request, exc: BaseException) -> Response:

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from .body_budget import BodyLease, declared_length
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -27,10 +29,12 @@ class BodyTooLarge(Exception):
 class Request:
     """One HTTP request: method, path, headers (lower-cased), query and body."""
 
-    __slots__ = ("_query", "headers", "method", "path", "receive", "scope")
+    __slots__ = ("_query", "headers", "lease", "method", "path", "receive", "scope")
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive, lease: BodyLease | None = None) -> None:
         self.scope = scope
+        #: this request's share of the server's body budget (None: unbounded)
+        self.lease = lease
         self.receive = receive
         self.method: str = scope["method"]
         self.path: str = scope["path"]
@@ -50,6 +54,15 @@ class Request:
         return values[0] if values else None
 
     async def body(self, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The whole body, refused (:class:`BodyTooLarge`) past ``limit`` bytes —
+        before reading any of it when ``Content-Length`` says so. The bytes are
+        reserved in the server's body budget first (see :mod:`.body_budget`)."""
+        declared = declared_length(self.headers)
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+        lease = self.lease
+        if lease is not None and declared:
+            await lease.reserve(declared)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -60,6 +73,8 @@ class Request:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"request body over {limit} bytes")
+            if lease is not None and size > lease.held:
+                await lease.reserve(size)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

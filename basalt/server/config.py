@@ -24,9 +24,9 @@
 - ``BASALT_ACTION_THREADS``: how many ``def`` actions may run at once (default 64).
 - ``BASALT_STOP_TIMEOUT``: seconds a graceful stop (SIGINT, SIGTERM) may take
   before the process exits anyway (default 10).
-- ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT``,
-  ``BASALT_MAX_CONNECTIONS``: limits on HTTP clients, read by
-  :mod:`basalt.server.connections`.
+- ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT``, ``BASALT_BODY_TIMEOUT``,
+  ``BASALT_MAX_CONNECTIONS``, ``BASALT_REQUEST_BODIES_MB``: limits on HTTP
+  clients, read by :mod:`basalt.server.connections`.
 
 Every setting is checked as it is read (:mod:`.settings`): a bad one is a
 :class:`ConfigError` naming it and what it accepts.

@@ -18,9 +18,12 @@ as ``http=``) adds, per connection:
   the connection; ``BASALT_HEADER_TIMEOUT``), else ``408`` and close.
 - **idle keep-alive**: uvicorn's own ``timeout_keep_alive``
   (:data:`KEEP_ALIVE_TIMEOUT`) closes a connection idle between requests.
-- **body idle**: a request body that stops arriving for
-  :data:`BODY_IDLE_TIMEOUT` seconds (while the app waits for it) closes the
-  connection.
+- **body rate**: a request body that brings fewer than :data:`MIN_BODY_BYTES`
+  in :data:`BODY_IDLE_TIMEOUT` seconds (while the app waits for it) closes the
+  connection; so does the rest of a body still arriving after its answer was
+  sent, past :data:`BODY_LINGER_SECONDS` or :data:`BODY_LINGER_BYTES`.
+- **pipelining**: at most :data:`MAX_PIPELINED` requests may wait behind the
+  one being answered; a client that sends more is disconnected.
 - **stalled reader**: a client that reads none of its response for
   :data:`SEND_STALL_TIMEOUT` seconds is disconnected.
 
@@ -29,9 +32,16 @@ And per process (:class:`ConnectionGuard`, shared by both ports): at most
 (``BASALT_MAX_CONNECTIONS``, never more than the file-descriptor limit allows,
 see :func:`raise_open_file_limit`). A new connection over the limit closes
 the connection idle the longest (one waiting for its first request, sending
-its head, or idle between requests); only when every connection is busy is
-the new one refused. So a crowd of idle or half-open connections cannot keep
-out a client that is about to send a request.
+its head, or idle between requests); when every connection is busy, it closes
+one of the client address that holds the most connections, unless that is the
+newcomer's own address, which is then refused. So neither a crowd of idle or
+half-open connections nor one client's slow requests and silent WebSockets
+can keep out a client that is about to send a request. (Behind a reverse
+proxy every client has the proxy's address: limit connections per client
+there.)
+
+Request bodies held in memory are bounded per process by
+:mod:`.body_budget` (``BASALT_REQUEST_BODIES_MB``).
 """
 
 from __future__ import annotations
@@ -39,11 +49,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from .body_budget import MAX_BODY_BYTES_HELD
 
 log = logging.getLogger("basalt.server")
 
@@ -57,8 +70,13 @@ MAX_HEADER_FIELDS = 100
 HEADER_TIMEOUT = 10.0
 #: Seconds a connection may sit idle between requests.
 KEEP_ALIVE_TIMEOUT = 5
-#: Seconds a request body may stop arriving while the app waits for it.
+#: Seconds of a body check: a request body that brings fewer than
+#: :data:`MIN_BODY_BYTES` in that time, while the app waits for it, is cut off.
 BODY_IDLE_TIMEOUT = 60.0
+#: Bytes a request body must bring per :data:`BODY_IDLE_TIMEOUT` while it is read.
+MIN_BODY_BYTES = 1024
+#: Requests one connection may send ahead of their answers (HTTP pipelining).
+MAX_PIPELINED = 16
 #: Seconds a client may leave its response unread before it is disconnected.
 SEND_STALL_TIMEOUT = 60.0
 #: Open connections per process (both ports), at most.
@@ -66,11 +84,16 @@ MAX_CONNECTIONS = 10_000
 #: File descriptors kept for everything but client connections (database,
 #: blobs, the app's own files and sockets).
 FD_RESERVE = 256
+#: Seconds the guard's count of connections per address may be old.
+ADDRESS_COUNT_SECONDS = 1.0
 #: Seconds, and bytes, of a refused client's further sending that are read and
 #: dropped, so that it gets the 4xx answer rather than a reset; past either
 #: the connection is dropped.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 256 * 1024
+#: The same, for the rest of a request body that arrives after its answer was sent.
+BODY_LINGER_SECONDS = 5.0
+BODY_LINGER_BYTES = 64 << 20
 
 
 def raise_open_file_limit() -> int:
@@ -115,25 +138,36 @@ class ConnectionLimits:
     body_idle_timeout: float = BODY_IDLE_TIMEOUT
     send_stall_timeout: float = SEND_STALL_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
+    #: bytes of request bodies the process holds at once (see :mod:`.body_budget`)
+    request_body_bytes: int = MAX_BODY_BYTES_HELD
 
     @classmethod
     def from_env(cls, open_files: int) -> ConnectionLimits:
-        """Limits from ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT`` and
-        ``BASALT_MAX_CONNECTIONS``; connections also stay ``FD_RESERVE`` under
-        ``open_files`` (the process's limit of open files)."""
+        """Limits from ``BASALT_MAX_HEADER_BYTES``, ``BASALT_HEADER_TIMEOUT``,
+        ``BASALT_BODY_TIMEOUT``, ``BASALT_MAX_CONNECTIONS`` and
+        ``BASALT_REQUEST_BODIES_MB``; connections
+        also stay ``FD_RESERVE`` under ``open_files`` (the process's limit of
+        open files)."""
         wanted = int(_env_number("BASALT_MAX_CONNECTIONS", MAX_CONNECTIONS, minimum=1))
         return cls(
             max_head_bytes=int(
                 _env_number("BASALT_MAX_HEADER_BYTES", MAX_HEAD_BYTES, minimum=1024)
             ),
             header_timeout=_env_number("BASALT_HEADER_TIMEOUT", HEADER_TIMEOUT, minimum=0.1),
+            body_idle_timeout=_env_number("BASALT_BODY_TIMEOUT", BODY_IDLE_TIMEOUT, minimum=0.1),
             max_connections=max(16, min(wanted, open_files - FD_RESERVE)),
+            request_body_bytes=int(
+                _env_number("BASALT_REQUEST_BODIES_MB", MAX_BODY_BYTES_HELD >> 20, minimum=17)
+            )
+            << 20,
         )
 
 
 class ConnectionGuard:
-    """Counts the open connections of the servers of one process and closes
-    the longest-idle one when a new one would exceed the limit."""
+    """Counts the open connections of the servers of one process and makes
+    room when a new one would exceed the limit: it closes the longest-idle
+    connection or, when all are busy, one of the address that holds the most
+    (if that is not the newcomer's own)."""
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
@@ -145,6 +179,10 @@ class ConnectionGuard:
         #: connections closed to make room, and new ones refused (for the log)
         self.evicted = 0
         self.refused = 0
+        #: connections per client address, counted at most once a second while
+        #: the server is full (the counting walks every connection)
+        self._per_address: Counter[str] = Counter()
+        self._counted_at = -ADDRESS_COUNT_SECONDS
 
     def watch(self, state: ServerState) -> None:
         if not any(known is state for known in self._states):
@@ -156,7 +194,8 @@ class ConnectionGuard:
 
     def make_room(self, newcomer: LimitedHttpProtocol) -> bool:
         """Called for a new connection (already counted): close the longest-idle
-        connection if the limit is exceeded; False if none could be closed."""
+        connection, or else a busy one of the heaviest address, if the limit is
+        exceeded; False if none could be closed (the newcomer is refused)."""
         if self.open_connections() <= self.limits.max_connections:
             return True
         for victim in self.idle:
@@ -171,6 +210,8 @@ class ConnectionGuard:
                     )
                 victim.drop()
                 return True
+        if self._evict_from_heaviest(newcomer):
+            return True
         self.refused += 1
         if self.refused % 1000 == 1:
             log.warning(
@@ -179,6 +220,64 @@ class ConnectionGuard:
                 self.refused,
             )
         return False
+
+    def _evict_from_heaviest(self, newcomer: LimitedHttpProtocol) -> bool:
+        """Close a busy connection of the address with the most connections, if
+        it has more than the newcomer's address: one client (or one proxy) that
+        fills the server with slow requests or idle WebSockets cannot keep
+        everybody else out."""
+        counts = self._address_counts(newcomer)
+        if not counts:
+            return False
+        heaviest, most = counts.most_common(1)[0]
+        mine = _address(newcomer)
+        if mine is None or most <= counts[mine]:
+            return False
+        for state in self._states:
+            for victim in state.connections:
+                if victim is not newcomer and _address(victim) == heaviest:
+                    counts[heaviest] -= 1
+                    self.evicted += 1
+                    if self.evicted % 1000 == 1:
+                        log.warning(
+                            "%d connections open (the limit), all busy: closing ones of the "
+                            "address with the most (%d so far)",
+                            self.open_connections(),
+                            self.evicted,
+                        )
+                    if isinstance(victim, LimitedHttpProtocol):
+                        victim.drop()
+                    else:  # a WebSocket: its own protocol reports the close
+                        self.closing += 1
+                        victim.transport.abort()
+                        newcomer.loop.call_soon(self._foreign_closed)
+                    return True
+        return False
+
+    def _foreign_closed(self) -> None:
+        self.closing -= 1
+
+    def _address_counts(self, newcomer: LimitedHttpProtocol) -> Counter[str]:
+        now = newcomer.loop.time()
+        if now - self._counted_at >= ADDRESS_COUNT_SECONDS:
+            self._counted_at = now
+            self._per_address = Counter(
+                address
+                for state in self._states
+                for connection in state.connections
+                if (address := _address(connection)) is not None
+            )
+        else:
+            mine = _address(newcomer)
+            if mine is not None:
+                self._per_address[mine] += 1
+        return self._per_address
+
+
+def _address(connection: Any) -> str | None:
+    """The client's IP address of a uvicorn protocol object (HTTP or WebSocket)."""
+    client = getattr(connection, "client", None)
+    return client[0] if client else None
 
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -198,7 +297,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._dropped = False
         self._timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
-        self._last_data = 0.0
+        #: bytes of the request body received since the last body check
+        self._body_bytes = 0
+        #: bytes a client may still send after its last answer (see _refuse_further)
+        self._linger_left = 0
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -234,13 +336,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # -- reading ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # lingering after a 4xx: read and drop, up to a point
-            self._head_bytes += len(data)
-            if self._head_bytes > self.guard.limits.max_head_bytes + LINGER_BYTES:
+        if self._refused:  # lingering after an answer: read and drop, up to a point
+            self._linger_left -= len(data)
+            if self._linger_left < 0:
                 self.drop()
             return
         if not self._reading_head:
-            self._last_data = self.loop.time()
             super().data_received(data)
             return
         if self._timer is None:
@@ -262,7 +363,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 return
             if not self._reading_head:  # the head ended inside this piece
                 if data:
-                    self._last_data = self.loop.time()
                     super().data_received(data)
                 return
         if self._head_bytes >= limit:
@@ -288,15 +388,24 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
+        if len(self.pipeline) >= MAX_PIPELINED:
+            log.info(
+                "disconnecting a client that sent over %d requests ahead of their answers",
+                MAX_PIPELINED,
+            )
+            self._refused = True  # the parser's further callbacks are ignored
+            self.drop()
+            return
         self._reading_head = False
         self.guard.idle.pop(self, None)
         self._disarm()
-        self._last_data = self.loop.time()
+        self._body_bytes = 0
         self._arm(self.guard.limits.body_idle_timeout, self._body_check)
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
+            self._body_bytes += len(body)
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -309,8 +418,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._reading_head and self.cycle.response_complete and not self.transport.is_closing():
+        if self.transport.is_closing() or not self.cycle.response_complete:
+            return
+        if self._reading_head:
             self.guard.idle[self] = None  # idle from now on: the newest idle connection
+        elif not self.pipeline:
+            # Answered before its body ended (refused, or a route that takes
+            # none): read and drop the rest for a moment, then close.
+            self._refuse_further(BODY_LINGER_SECONDS, BODY_LINGER_BYTES)
 
     # -- writing ------------------------------------------------------------------
     def pause_writing(self) -> None:
@@ -360,13 +475,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer = None
         if self._reading_head or self.transport.is_closing():
             return
-        limit = self.guard.limits.body_idle_timeout
-        idle = self.loop.time() - self._last_data
-        if idle < limit or self.flow.read_paused:  # arrived lately, or the app is not reading
-            self._arm(max(limit - idle, 1.0), self._body_check)
+        limits = self.guard.limits
+        if self._body_bytes < MIN_BODY_BYTES and not self.flow.read_paused:
+            log.info(
+                "closing a connection whose request body brought under %d bytes in %g s",
+                MIN_BODY_BYTES,
+                limits.body_idle_timeout,
+            )
+            self.drop()
             return
-        log.info("closing a connection whose request body stopped arriving")
-        self.drop()
+        # Enough arrived, or the app is not reading (the client cannot send):
+        # the next period starts.
+        self._body_bytes = 0
+        self._arm(limits.body_idle_timeout, self._body_check)
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with ``message`` and close, reading and dropping
@@ -374,18 +495,25 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         answer instead of getting a reset)."""
         if self._refused or self.transport.is_closing():
             return
-        self._refused = True
-        self.guard.idle.pop(self, None)
-        self._disarm()
         body = message.encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
             % (status, _REASONS[status], len(body), body)
         )
+        self._refuse_further(LINGER_SECONDS, LINGER_BYTES)
+
+    def _refuse_further(self, seconds: float, size: int) -> None:
+        """Send nothing more and close: read and drop what the client still
+        sends for up to ``seconds`` and ``size`` bytes (so that it can read
+        what it was sent instead of getting a reset), then drop it."""
+        self._refused = True
+        self.guard.idle.pop(self, None)
+        self._disarm()
+        self._linger_left = size
         if self.transport.can_write_eof():
             self.transport.write_eof()
-            self._timer = self.loop.call_later(LINGER_SECONDS, self.drop)
+            self._timer = self.loop.call_later(seconds, self.drop)
         else:  # pragma: no cover - TCP transports can
             self.transport.close()
 

@@ -25,6 +25,7 @@ from basalt.scheduler import Scheduler
 from . import signals
 from .app import BasaltApp
 from .auth import Authenticator, build_authenticator
+from .body_budget import BodyBudget
 from .config import ADMIN_KEY_FILE, ConfigError, ServerConfig
 from .connections import (
     KEEP_ALIVE_TIMEOUT,
@@ -215,7 +216,8 @@ async def _serve_locked(
         site_sock.close()
         raise
     # dev: every caller sees whole errors and log lines; serve: admin callers only
-    asgi = BasaltApp(runtime, authenticator, sync_limits, dev=reload)
+    body_budget = BodyBudget(limits.request_body_bytes)  # shared by both ports
+    asgi = BasaltApp(runtime, authenticator, sync_limits, dev=reload, body_budget=body_budget)
     # What start-up allocated lives as long as the server: keep it out of the
     # garbage collector's full passes, which otherwise stall every client at once.
     gc.collect()
@@ -236,7 +238,7 @@ async def _serve_locked(
     )
     site_server = _Server(
         uvicorn.Config(
-            SiteApp(runtime, authenticator, dev=reload),
+            SiteApp(runtime, authenticator, dev=reload, body_budget=body_budget),
             lifespan="off",
             log_level="warning",
             access_log=False,

@@ -22,26 +22,44 @@ from typing import Any
 from basalt.errors import Unauthenticated
 from basalt.runtime import Runtime
 from basalt.runtime.http_actions import StreamFailed, run_http_action
-from basalt.runtime.http_messages import Headers, Request, Response, StreamingResponse
+from basalt.runtime.http_messages import (
+    MAX_BODY_BYTES,
+    Headers,
+    Request,
+    Response,
+    StreamingResponse,
+)
 from basalt.runtime.http_router import HttpRouter
 from basalt.runtime.outcome import request_id
 
 from .asgi import Receive, Scope, Send, run_lifespan
 from .auth import Authenticator
+from .body_budget import BodyBudget, BodyLease, declared_length
 
 log = logging.getLogger("basalt.server")
 
 
 class _Body:
-    """The request body from ASGI ``receive``, and the client's disconnect."""
+    """The request body from ASGI ``receive``, and the client's disconnect.
 
-    def __init__(self, receive: Receive) -> None:
+    What arrives is reserved in the server's body budget (``lease``, see
+    :mod:`.body_budget`) up to the most a handler's ``await request.body()``
+    may hold: all of ``Content-Length`` (so bounded) before the first chunk.
+    """
+
+    def __init__(self, receive: Receive, lease: BodyLease, declared: int | None = None) -> None:
         self._receive = receive
+        self._lease = lease
+        self._declared = declared
         self.complete = False
         self.disconnected = False
         self.closed = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        lease = self._lease
+        if self._declared:
+            await lease.reserve(min(self._declared, MAX_BODY_BYTES))
+        received = 0
         while not self.complete:
             if self.closed:
                 raise RuntimeError(
@@ -54,6 +72,9 @@ class _Body:
             self.complete = not message.get("more_body", False)
             chunk = message.get("body", b"")
             if chunk:
+                received += len(chunk)
+                if received > lease.held and lease.held < MAX_BODY_BYTES:
+                    await lease.reserve(min(received, MAX_BODY_BYTES))
                 yield chunk
 
     async def wait_disconnect(self) -> None:
@@ -97,10 +118,17 @@ class SiteApp:
     """
 
     def __init__(
-        self, runtime: Runtime, authenticator: Authenticator | None = None, *, dev: bool = False
+        self,
+        runtime: Runtime,
+        authenticator: Authenticator | None = None,
+        *,
+        dev: bool = False,
+        body_budget: BodyBudget | None = None,
     ) -> None:
         self.runtime = runtime
         self.authenticator = authenticator
+        #: bytes of request bodies held at once (shared with the API port's app)
+        self.body_budget = body_budget or BodyBudget()
         #: a development server: a failed HTTP action's response tells the whole
         #: error; otherwise only a request id (see basalt.runtime.outcome)
         self.dev = dev
@@ -128,17 +156,20 @@ class SiteApp:
         await run_lifespan(receive, send, startup, shutdown)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = _Body(receive)
         method: str = scope["method"]
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        lease = self.body_budget.lease()
+        body = _Body(receive, lease, declared_length(headers))
         try:
-            request = Request(
-                method,
-                _url(scope),
-                headers=Headers(
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-                ),
-                body=body.chunks(),
-            )
+            await self._serve(scope, method, headers, body, send)
+        finally:
+            lease.release()
+
+    async def _serve(
+        self, scope: Scope, method: str, headers: Headers, body: _Body, send: Send
+    ) -> None:
+        try:
+            request = Request(method, _url(scope), headers=headers, body=body.chunks())
             response = await self._respond(request)
         except Exception as exc:  # one request must never take the server down
             rid = request_id()

@@ -1,6 +1,8 @@
 """The sync WebSocket (``/api/sync`` and ``/api/<client version>/sync``).
 
-One reader task feeds frames to a :class:`~basalt.sync.SyncSession`; one
+One reader task feeds frames to a :class:`~basalt.sync.SyncSession` (a
+client that has not sent ``Connect`` within :data:`CONNECT_TIMEOUT` seconds
+gets a ``FatalError``: a silent connection holds a slot for nothing); one
 writer task sends what the session queues, and a JSON ``Ping`` after 15 s with
 nothing sent (the npm client cannot see WebSocket-level pings). A malformed
 message, or one that would take the connection over its limits (queries,
@@ -50,18 +52,22 @@ PING_INTERVAL = 15.0
 MAX_FRAME_BYTES = (16 << 20) + 64 * 1024
 #: Seconds one frame may take to leave before the client is considered gone.
 SEND_TIMEOUT = 60.0
+#: Seconds a new connection has to send its ``Connect`` message.
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class SyncLimits:
     """The limits of a server's sync connections (defaults: the module constants).
 
-    ``basalt serve`` reads four of them from the environment
+    ``basalt serve`` reads five of them from the environment
     (:meth:`from_env`): ``BASALT_SYNC_MAX_QUERIES`` (queries one connection may
     subscribe to), ``BASALT_SYNC_CONNECTION_RESULTS_MB`` (MiB of query results
     one connection may hold), ``BASALT_SYNC_RESULTS_MB`` (MiB of query results
-    the server holds for all of them) and ``BASALT_SYNC_QUEUE_MB`` (MiB of
-    unread messages all connections together may hold).
+    the server holds for all of them), ``BASALT_SYNC_QUEUE_MB`` (MiB of
+    unread messages all connections together may hold) and
+    ``BASALT_HEADER_TIMEOUT`` (seconds a client has to send its request head
+    and, on a WebSocket, its ``Connect`` message).
     """
 
     session: SessionLimits = field(default_factory=SessionLimits)
@@ -73,6 +79,8 @@ class SyncLimits:
     total_queued_bytes: int = MAX_TOTAL_QUEUED_BYTES
     #: seconds one frame may take to leave before the client is dropped
     send_timeout: float = SEND_TIMEOUT
+    #: seconds a new connection has to send ``Connect`` before it is closed
+    connect_timeout: float = CONNECT_TIMEOUT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncLimits:
@@ -91,6 +99,10 @@ class SyncLimits:
         queue_mb = _positive_int(env, "BASALT_SYNC_QUEUE_MB")
         if queue_mb is not None:
             limits = replace(limits, total_queued_bytes=queue_mb << 20)
+        connect = env.get("BASALT_HEADER_TIMEOUT", "").strip()
+        if connect:  # checked where the HTTP limits read it (basalt.server.connections)
+            with contextlib.suppress(ValueError):
+                limits = replace(limits, connect_timeout=max(float(connect), 0.1))
         return limits
 
 
@@ -139,7 +151,7 @@ async def serve_sync(
     conn = SendQueue(budget, limits.queued_bytes)
     session = SyncSession(hub, verifier, conn.send, conn.close, limits.session)
     loop = asyncio.get_running_loop()
-    reader = loop.create_task(_read(conn, session, receive))
+    reader = loop.create_task(_read(conn, session, receive, limits.connect_timeout))
     writer = loop.create_task(_write(conn, send, limits.send_timeout))
     overflow = loop.create_task(conn.overflowed.wait())
     try:
@@ -191,9 +203,22 @@ def _abort(send: Send) -> None:
         abort()
 
 
-async def _read(conn: SendQueue, session: SyncSession, receive: Receive) -> None:
+async def _read(
+    conn: SendQueue, session: SyncSession, receive: Receive, connect_timeout: float
+) -> None:
+    deadline = asyncio.get_running_loop().time() + connect_timeout
     while not conn.closing:
-        message = await receive()
+        if session.session_id is None:  # not connected yet: it has until the deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                conn.send(
+                    m.fatal_error(f"no Connect message within {connect_timeout:g} s of connecting")
+                )
+                return
+        else:
+            message = await receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
