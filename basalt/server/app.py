@@ -219,9 +219,15 @@ class BasaltApp:
                 return error_response(401, "MissingAdminKey", "An admin key is required")
             budget = self.send_budget
             hub = self._hub
+            bodies = self.body_budget
             return json_response(
                 {
                     "conflictRetries": self.runtime.conflict_retries,
+                    "requestBodies": {
+                        "heldBytes": bodies.held,
+                        "limitBytes": bodies.limit,
+                        "refused": bodies.refused,
+                    },
                     "sync": {
                         "connections": len(budget.queues),
                         "queuedBytes": budget.queued_bytes,

@@ -56,13 +56,12 @@ class Request:
     async def body(self, limit: int = MAX_BODY_BYTES) -> bytes:
         """The whole body, refused (:class:`BodyTooLarge`) past ``limit`` bytes —
         before reading any of it when ``Content-Length`` says so. The bytes are
-        reserved in the server's body budget first (see :mod:`.body_budget`)."""
+        reserved in the server's body budget as they arrive (see
+        :mod:`.body_budget`)."""
         declared = declared_length(self.headers)
         if declared is not None and declared > limit:
             raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
         lease = self.lease
-        if lease is not None and declared:
-            await lease.reserve(declared)
         chunks: list[bytes] = []
         size = 0
         while True:

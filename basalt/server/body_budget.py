@@ -29,6 +29,8 @@ log = logging.getLogger("basalt.server")
 MAX_BODY_BYTES_HELD = 256 << 20
 #: Seconds a request waits for room in the budget before it is refused.
 BODY_WAIT_SECONDS = 10.0
+#: Bodies this small are read whatever the budget holds.
+SMALL_BODY_BYTES = 64 * 1024
 
 
 class BodyBudget:
@@ -51,8 +53,8 @@ class BodyBudget:
         # refused by its own route's limit, not left waiting for ever.
         return self.held + size <= self.limit or self.held == 0
 
-    async def _take(self, size: int) -> None:
-        if not self._fits(size):
+    async def _take(self, size: int, total: int) -> None:
+        if total > SMALL_BODY_BYTES and not self._fits(size):
             deadline = asyncio.get_running_loop().time() + self.wait
             while not self._fits(size):
                 left = deadline - asyncio.get_running_loop().time()
@@ -96,7 +98,7 @@ class BodyLease:
         for room, or raising :class:`~basalt.errors.ServerBusy`)."""
         more = total - self.held
         if more > 0:
-            await self._budget._take(more)
+            await self._budget._take(more, total)
             self.held = total
 
     def release(self) -> None:

@@ -47,6 +47,8 @@ Request bodies held in memory are bounded per process by
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import os
 from collections import Counter
@@ -275,9 +277,17 @@ class ConnectionGuard:
 
 
 def _address(connection: Any) -> str | None:
-    """The client's IP address of a uvicorn protocol object (HTTP or WebSocket)."""
+    """The client's address of a uvicorn protocol object (HTTP or WebSocket):
+    its IPv4 address, or the /64 network of its IPv6 address (one host is
+    usually given a whole /64)."""
     client = getattr(connection, "client", None)
-    return client[0] if client else None
+    if not client:
+        return None
+    host: str = client[0]
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_network(f"{host}/64", strict=False))
+    return host
 
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}

@@ -34,7 +34,7 @@ from basalt.runtime.outcome import request_id
 
 from .asgi import Receive, Scope, Send, run_lifespan
 from .auth import Authenticator
-from .body_budget import BodyBudget, BodyLease, declared_length
+from .body_budget import BodyBudget, BodyLease
 
 log = logging.getLogger("basalt.server")
 
@@ -43,22 +43,19 @@ class _Body:
     """The request body from ASGI ``receive``, and the client's disconnect.
 
     What arrives is reserved in the server's body budget (``lease``, see
-    :mod:`.body_budget`) up to the most a handler's ``await request.body()``
-    may hold: all of ``Content-Length`` (so bounded) before the first chunk.
+    :mod:`.body_budget`), up to the most a handler's ``await request.body()``
+    may hold.
     """
 
-    def __init__(self, receive: Receive, lease: BodyLease, declared: int | None = None) -> None:
+    def __init__(self, receive: Receive, lease: BodyLease) -> None:
         self._receive = receive
         self._lease = lease
-        self._declared = declared
         self.complete = False
         self.disconnected = False
         self.closed = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         lease = self._lease
-        if self._declared:
-            await lease.reserve(min(self._declared, MAX_BODY_BYTES))
         received = 0
         while not self.complete:
             if self.closed:
@@ -159,7 +156,7 @@ class SiteApp:
         method: str = scope["method"]
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
         lease = self.body_budget.lease()
-        body = _Body(receive, lease, declared_length(headers))
+        body = _Body(receive, lease)
         try:
             await self._serve(scope, method, headers, body, send)
         finally:

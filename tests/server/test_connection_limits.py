@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from websockets.sync.client import connect
 
 from basalt.server.connections import BODY_LINGER_BYTES, MAX_PIPELINED
 
-from .harness import BasaltProcess
+from .harness import BasaltProcess, wait_until
 from .test_limits import PATIENCE, Watcher, _read_answer, watcher
 from .test_sync_protocol import connect_message
 
@@ -153,25 +154,43 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(server: BasaltProc
     assert b"PayloadTooLarge" in answer
 
 
+def _bodies(server: BasaltProcess) -> dict[str, Any]:
+    """The server's count of request bodies held (from ``/api/stats``)."""
+    response = httpx.get(
+        server.url + "/api/stats",
+        headers={"Authorization": f"Convex {server.admin_key}"},
+        timeout=PATIENCE,
+    )
+    response.raise_for_status()
+    bodies: dict[str, Any] = response.json()["requestBodies"]
+    return bodies
+
+
 def test_request_bodies_held_at_once_are_bounded(
     quick_server: BasaltProcess, quick_watcher: Watcher, tag: str
 ) -> None:
     """With 17 MiB of request bodies allowed at once, a 16 MiB body being
-    read leaves no room for a second large one: it is refused with 503
-    ``ServerBusy`` after waiting, while small requests are still served."""
-    big = 16 * MIB - 4096
+    read (its last bytes still arriving) leaves no room for a second large
+    one: it is refused with 503 ``ServerBusy`` after waiting, while small
+    requests are still served."""
+    declared = 16 * MIB
     with socket.create_connection(_address(quick_server), timeout=PATIENCE) as holder:
-        holder.sendall(_post_head("/api/mutation", big))
+        holder.sendall(_post_head("/api/mutation", declared) + b" " * (declared - 256 * 1024))
         stop = threading.Event()
 
         def feed() -> None:  # enough to pass every body check, never finishing
             with contextlib.suppress(OSError):
-                while not stop.wait(0.1):
-                    holder.sendall(b" " * 4096)
+                while not stop.wait(0.25):
+                    holder.sendall(b" " * 1024)
 
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         try:
+            wait_until(
+                lambda: _bodies(quick_server)["heldBytes"] > 15 * MIB,
+                PATIENCE,
+                "the server to read the first body",
+            )
             second = httpx.post(
                 quick_server.url + "/api/mutation",
                 content=json.dumps(
@@ -182,6 +201,7 @@ def test_request_bodies_held_at_once_are_bounded(
             )
             assert second.status_code == 503, second.text[:200]
             assert second.json()["code"] == "ServerBusy"
+            assert _bodies(quick_server)["refused"] == 1
             quick_watcher.answers_after(3)
         finally:
             stop.set()
